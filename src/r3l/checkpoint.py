@@ -1,0 +1,147 @@
+"""Checkpoints: one safetensors file holding weights, optional training state, and JSON metadata.
+
+Layout of the file's tensors: ``model.<param>`` for the network, ``optim.<i>.<key>`` for Adam's state of
+parameter ``i``. Its metadata entry ``r3l`` is a JSON document with the architecture (enough to rebuild the
+network), the resolved config, the episode counter and Adam's hyper-parameters. Nothing in the file is
+unpickled: safetensors holds raw tensors only, so loading a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from r3l.errors import R3LError
+from r3l.images import atomic_write_bytes
+
+FORMAT = "r3l-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    arch: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    config: dict[str, Any] = field(default_factory=dict)
+    episode: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    """Free-form numbers such as the best validation PSNR."""
+    optim_state: dict[int, dict[str, torch.Tensor]] | None = None
+    optim_groups: list[dict[str, Any]] | None = None
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
+    """Write atomically (temporary file, fsync, rename): the old file stays until the new one is whole."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.model.items()}
+    if ckpt.optim_state is not None:
+        for index, state in ckpt.optim_state.items():
+            for key, value in state.items():
+                tensors[f"optim.{index}.{key}"] = value.detach().cpu().contiguous()
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": ckpt.arch,
+        "config": ckpt.config,
+        "episode": ckpt.episode,
+        "info": ckpt.info,
+        "optim_groups": ckpt.optim_groups,
+        "sha256": _digest(tensors),
+    }
+    atomic_write_bytes(path, st_save(tensors, metadata={"r3l": json.dumps(meta)}))
+
+
+def _read_metadata(raw: bytes, path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, parsed without touching the tensor data."""
+    if len(raw) < 8:
+        raise R3LError(f"{path}: not a safetensors checkpoint (file too short)")
+    size = int.from_bytes(raw[:8], "little")
+    if size <= 0 or 8 + size > len(raw):
+        raise R3LError(f"{path}: not a safetensors checkpoint (bad header)")
+    try:
+        header = json.loads(raw[8 : 8 + size])
+        return json.loads(header.get("__metadata__", {}).get("r3l", "null")) or {}
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        raise R3LError(f"{path}: not a safetensors checkpoint (unreadable header)") from None
+
+
+def load_checkpoint(path: str | Path, with_training_state: bool = False) -> Checkpoint:
+    """Read and verify a checkpoint; a clear error names the file if it is missing, foreign or damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise R3LError(f"{path}: checkpoint not found")
+    raw = path.read_bytes()
+    meta = _read_metadata(raw, path)
+    if meta.get("format") != FORMAT:
+        raise R3LError(f"{path}: not an r3l checkpoint (no r3l metadata)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise R3LError(f"{path}: checkpoint format version {meta.get('format_version')} is not supported")
+    try:
+        tensors = st_load(raw)
+    except (SafetensorError, ValueError):
+        raise R3LError(f"{path}: checkpoint is damaged (its tensors do not decode)") from None
+    if meta.get("sha256") != _digest(tensors):
+        raise R3LError(f"{path}: checkpoint is damaged (checksum mismatch)")
+    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    ckpt = Checkpoint(meta["arch"], model, meta.get("config", {}), meta.get("episode", 0), meta.get("info", {}))
+    if with_training_state:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        ckpt.optim_state = state
+        ckpt.optim_groups = meta.get("optim_groups")
+    return ckpt
+
+
+def describe_arch(arch: dict[str, Any]) -> str:
+    keys = ("name", "channels", "features", "n_actions", "steps", "depth")
+    return ", ".join(f"{k}={arch[k]}" for k in keys if k in arch)
+
+
+def load_weights(net: torch.nn.Module, ckpt: Checkpoint, expected_arch: dict[str, Any], path: str | Path) -> None:
+    """Load ``ckpt``'s weights into ``net``, or explain what the file holds and what was expected."""
+    relevant = ("name", "channels", "features", "n_actions", "depth")
+    if any(ckpt.arch.get(k) != expected_arch.get(k) for k in relevant):
+        raise R3LError(
+            f"{path}: checkpoint holds {describe_arch(ckpt.arch)}; expected {describe_arch(expected_arch)}"
+        )
+    own = net.state_dict()
+    if set(own) != set(ckpt.model) or any(own[k].shape != ckpt.model[k].shape for k in own):
+        raise R3LError(f"{path}: checkpoint weights do not fit {describe_arch(expected_arch)}")
+    net.load_state_dict(ckpt.model)
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[int, dict[str, torch.Tensor]], list[dict]]:
+    sd = optimizer.state_dict()
+    state = {int(i): {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in s.items()}
+             for i, s in sd["state"].items()}
+    return state, sd["param_groups"]
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint, path: str | Path) -> None:
+    if ckpt.optim_groups is None or ckpt.optim_state is None:
+        raise R3LError(f"{path}: checkpoint has no optimiser state to resume from")
+    try:
+        optimizer.load_state_dict({"state": ckpt.optim_state, "param_groups": ckpt.optim_groups})
+    except (ValueError, KeyError):
+        raise R3LError(f"{path}: optimiser state does not fit this model") from None

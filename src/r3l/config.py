@@ -1,0 +1,365 @@
+"""Experiment configuration: one YAML file per experiment, resolved into typed dataclasses.
+
+A config file names a ``preset`` (``default`` or ``seed``) whose values fill every key it does not set;
+``--set key.sub=value`` overrides come last. Every key is checked: an unknown key, a wrong type or an
+out-of-range value is an :class:`~r3l.errors.R3LError` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from r3l.errors import R3LError
+
+
+@dataclass
+class EnvConfig:
+    """The denoising environment. σ and the action step are on the 0–255 scale."""
+
+    name: str = "residual_denoise"
+    sigma: float | list[float] = 25.0
+    """Noise level; a pair ``[lo, hi]`` draws a σ per image uniformly from that range."""
+    n_actions: int = 27
+    action_step: float = 1.0
+    """Each action adds ``(k - n_actions // 2) * action_step / 255``."""
+    steps: int = 6
+    clip_noisy: bool = False
+    """Clip the noisy input to [0, 1]. The paper's code and the literature's tests leave it unclipped."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "r3l"
+    """``r3l`` (actor-critic), ``r3n`` or ``dncnn``."""
+    channels: int = 1
+    features: int = 64
+    init: str = "dncnn"
+    """``dncnn`` (copy layers from KAIR's DnCNN σ=25 weights) or ``scratch``."""
+    dncnn_weights: str = "${R3L_WEIGHTS}/dncnn_25.pth"
+    head_init: str = "kaiming"
+    """Output convolutions: ``kaiming`` (as the original) or ``small`` (near-uniform first policy)."""
+
+
+@dataclass
+class PPOConfig:
+    gamma: float = 0.95
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    epochs: int = 4
+    minibatches: int = 4
+    """Minibatches of whole images per epoch (each holds every step of its images)."""
+    vf_coef: float = 0.5
+    ent_coef: float = 0.001
+    value_loss: str = "smooth_l1"
+    """``smooth_l1`` or ``mse``."""
+    max_grad_norm: float = 1.0
+    """0 turns gradient clipping off."""
+    normalize_advantages: bool = True
+    target_kl: float = 0.0
+    """Stop the epochs of an update once approx-KL exceeds this; 0 never stops."""
+    lr: float = 3e-4
+    lr_schedule: str = "cosine"
+    """``poly`` (lr·(1−e/E)^power, the original's), ``cosine`` or ``constant``."""
+    lr_power: float = 0.9
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    train: str = "${R3L_DATA}/Train400"
+    """A folder of training images, or ``skimage`` for scikit-image's bundled samples."""
+    val: str = "${R3L_DATA}/BSD68"
+    """A folder of validation images, or ``skimage``; empty for none."""
+    batch_size: int = 32
+    crop: int = 70
+    hflip: float = 0.5
+    rotate_prob: float = 0.5
+    rotate_degrees: float = 10.0
+    workers: int = 2
+    val_sigma: float = 0.0
+    """σ for validation; 0 uses the training σ (the middle of a range)."""
+    val_max_images: int = 0
+    """Validate on the first N images only; 0 uses all."""
+    val_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    episodes: int = 30001
+    log_every: int = 10
+    val_every: int = 1000
+    save_every: int = 500
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    deterministic: bool = False
+    threads: int = 0
+    """CPU threads for torch; 0 keeps torch's default."""
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    name: str = "r3l"
+    preset: str = "default"
+    seed: int = 0
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: Values the original R3L code used, minus its defects (see docs/config.md).
+SEED_PRESET: dict[str, Any] = {
+    "ppo": {
+        "gamma": 0.95,
+        "gae_lambda": 1.0,
+        "clip_eps": 0.5,
+        "epochs": 15,
+        "minibatches": 1,
+        "vf_coef": 1.0,
+        "ent_coef": 0.0,
+        "value_loss": "smooth_l1",
+        "max_grad_norm": 0.0,
+        "normalize_advantages": False,
+        "target_kl": 0.0,
+        "lr": 1e-3,
+        "lr_schedule": "poly",
+        "lr_power": 0.9,
+    },
+    "model": {"init": "dncnn", "head_init": "kaiming"},
+    "data": {"batch_size": 32, "crop": 70},
+    "train": {"episodes": 30001},
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"default": {}, "seed": SEED_PRESET}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "preset": tuple(PRESETS),
+    "env.name": ("residual_denoise",),
+    "model.name": ("r3l", "r3n", "dncnn"),
+    "model.init": ("dncnn", "scratch"),
+    "model.head_init": ("kaiming", "small"),
+    "ppo.value_loss": ("smooth_l1", "mse"),
+    "ppo.lr_schedule": ("poly", "cosine", "constant"),
+}
+
+POSITIVE = {
+    "env.n_actions", "env.steps", "env.action_step", "model.channels", "model.features", "ppo.epochs",
+    "ppo.minibatches", "ppo.lr", "data.batch_size", "data.crop", "train.episodes", "train.log_every",
+    "train.val_every", "train.save_every", "ppo.adam_eps",
+}
+NON_NEGATIVE = {
+    "seed", "ppo.vf_coef", "ppo.ent_coef", "ppo.max_grad_norm", "ppo.target_kl", "ppo.lr_power",
+    "ppo.weight_decay", "data.workers", "data.val_sigma", "data.val_max_images", "data.val_seed",
+    "data.rotate_degrees", "train.threads",
+}
+UNIT_INTERVAL = {"ppo.gamma", "ppo.gae_lambda", "data.hflip", "data.rotate_prob"}
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    """Coerce ``value`` to the annotated type or raise naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _check_type(key, value, option)
+            except R3LError as exc:
+                errors.append(str(exc))
+        raise R3LError(f"config key {key}: {value!r} is neither a number nor a [low, high] pair")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise R3LError(f"config key {key}: expected a list, got {value!r}")
+        return [_check_type(key, v, item) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise R3LError(f"config key {key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise R3LError(f"config key {key}: expected a whole number, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+            if not math.isfinite(value):
+                raise R3LError(f"config key {key}: expected a finite number, got {value!r}")
+            return value
+        raise R3LError(f"config key {key}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if value is None:
+            return ""
+        raise R3LError(f"config key {key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise R3LError(f"config key {prefix.rstrip('.') or '<root>'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise R3LError(
+            f"unknown config key {prefix}{unknown[0]} (known keys here: {', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        key = prefix + name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key + ".")
+        else:
+            kwargs[name] = _check_type(key, value, hint)
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    flat = flatten(cfg.to_dict())
+    for key, choices in CHOICES.items():
+        if flat[key] not in choices:
+            raise R3LError(f"config key {key}: {flat[key]!r} is not one of {', '.join(choices)}")
+    for key in POSITIVE:
+        if not flat[key] > 0:
+            raise R3LError(f"config key {key}: must be positive, got {flat[key]!r}")
+    for key in NON_NEGATIVE:
+        if flat[key] < 0:
+            raise R3LError(f"config key {key}: must not be negative, got {flat[key]!r}")
+    for key in UNIT_INTERVAL:
+        if not 0.0 <= flat[key] <= 1.0:
+            raise R3LError(f"config key {key}: must lie in [0, 1], got {flat[key]!r}")
+    sigma = cfg.env.sigma
+    if isinstance(sigma, list):
+        if len(sigma) != 2 or not 0 <= sigma[0] <= sigma[1]:
+            raise R3LError(f"config key env.sigma: a range must be [low, high] with 0 <= low <= high, got {sigma}")
+    elif sigma < 0:
+        raise R3LError(f"config key env.sigma: must not be negative, got {sigma}")
+    if cfg.env.n_actions % 2 == 0:
+        raise R3LError(f"config key env.n_actions: must be odd so that one action means 'no change', got {cfg.env.n_actions}")
+    if cfg.model.channels not in (1, 3):
+        raise R3LError(f"config key model.channels: must be 1 (gray) or 3 (colour), got {cfg.model.channels}")
+    if cfg.data.batch_size % cfg.ppo.minibatches:
+        raise R3LError(
+            f"config key ppo.minibatches: {cfg.ppo.minibatches} does not divide data.batch_size {cfg.data.batch_size}"
+        )
+    if cfg.model.name == "r3l" and cfg.env.n_actions < 3:
+        raise R3LError(f"config key env.n_actions: need at least 3 actions, got {cfg.env.n_actions}")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` to ``(["a", "b"], value)``; the value is parsed as YAML (numbers, lists, booleans)."""
+    if "=" not in text:
+        raise R3LError(f"--set {text!r}: expected key=value, e.g. ppo.lr=1e-4")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _apply_override(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise R3LError(f"--set {'.'.join(path)}: {part} is not a section")
+    node[path[-1]] = value
+
+
+def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> Config:
+    """Resolve a raw mapping (from YAML) plus ``key=value`` overrides into a checked :class:`Config`."""
+    values = copy.deepcopy(values or {})
+    for text in overrides:
+        path, value = parse_override(text)
+        _apply_override(values, path, value)
+    preset = values.get("preset", "default")
+    if preset not in PRESETS:
+        raise R3LError(f"config key preset: {preset!r} is not one of {', '.join(PRESETS)}")
+    merged = _deep_merge(PRESETS[preset], values)
+    cfg = _build(Config, merged)
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config file (or none, for the defaults) and apply ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise R3LError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise R3LError(f"{path}: not valid YAML{where}") from None
+        except UnicodeDecodeError:
+            raise R3LError(f"{path}: not a text file") from None
+        if not isinstance(values, dict):
+            raise R3LError(f"{path}: expected a mapping of config keys at the top level")
+    try:
+        return from_dict(values, overrides)
+    except R3LError as exc:
+        if path is not None:
+            raise R3LError(f"{path}: {exc}") from None
+        raise
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from r3l.images import atomic_write_bytes
+
+    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+
+
+def expand_path(value: str, key: str) -> Path:
+    """Expand ``${R3L_DATA}``-style variables in a config path; a clear error names an unset variable."""
+    import re
+
+    for var in re.findall(r"\$\{(\w+)\}|\$(\w+)", value):
+        name = var[0] or var[1]
+        if name not in os.environ:
+            raise R3LError(f"config key {key}: {value!r} uses ${{{name}}}, which is not set (export {name}=...)")
+    return Path(os.path.expanduser(os.path.expandvars(value)))

@@ -1,0 +1,177 @@
+"""Training and test images: folders, scikit-image's bundled samples, crops and augmentation.
+
+Training draws every random choice from ``(seed, episode)``, so the batch of episode ``e`` is the same
+whichever worker builds it and whether or not the run was resumed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from r3l.config import DataConfig, expand_path
+from r3l.errors import R3LError
+from r3l.images import list_images, read_native, to_channels, to_float
+
+#: scikit-image samples for training and for testing (disjoint), used when no data set is at hand.
+SKIMAGE_TRAIN = ("brick", "grass", "gravel", "coins", "moon", "clock", "chelsea", "rocket", "coffee",
+                 "hubble_deep_field", "page", "text")
+SKIMAGE_TEST = ("camera", "astronaut", "immunohistochemistry")
+SKIMAGE_SOURCES = {"skimage": SKIMAGE_TRAIN, "skimage-test": SKIMAGE_TEST}
+
+
+@dataclass
+class NamedImage:
+    name: str
+    native: np.ndarray
+    """``(H, W, C)`` uint8 or uint16, already converted to the model's channel count."""
+
+    @property
+    def float(self) -> np.ndarray:
+        return to_float(self.native)
+
+
+def _skimage_images(names: tuple[str, ...], channels: int) -> list[NamedImage]:
+    import skimage.data
+
+    out = []
+    for name in names:
+        array = getattr(skimage.data, name)()
+        if array.ndim == 2:
+            array = array[:, :, None]
+        out.append(NamedImage(name, to_channels(np.ascontiguousarray(array[:, :, :3]), channels)))
+    return out
+
+
+def load_images(source: str, channels: int, key: str = "data", limit: int = 0) -> list[NamedImage]:
+    """All images of a folder (or a scikit-image sample set) converted to ``channels``; sorted by name."""
+    if source in SKIMAGE_SOURCES:
+        images = _skimage_images(SKIMAGE_SOURCES[source], channels)
+    else:
+        folder = expand_path(source, key) if "$" in source else Path(source)
+        try:
+            files = list_images(folder)
+        except R3LError as exc:
+            raise R3LError(f"{key}: {exc}") from None
+        if limit:
+            files = files[:limit]
+        images = [NamedImage(p.stem, to_channels(read_native(p), channels)) for p in files]
+    return images[:limit] if limit else images
+
+
+def reflect_pad_to(image: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad ``(H, W, C)`` so both sides are at least ``size``."""
+    h, w = image.shape[:2]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph == 0 and pw == 0:
+        return image
+    return np.pad(image, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode="symmetric")
+
+
+def augment_crop(image: np.ndarray, crop: int, rng: np.random.Generator, cfg: DataConfig) -> np.ndarray:
+    """A random ``crop × crop`` patch of ``(H, W, C)`` float32, flipped and rotated as configured.
+
+    Rotation turns a larger window about its centre and keeps the middle, so no border enters the patch.
+    """
+    flip = rng.random() < cfg.hflip
+    rotate = rng.random() < cfg.rotate_prob
+    angle = rng.uniform(-cfg.rotate_degrees, cfg.rotate_degrees) if rotate else 0.0
+    if angle:
+        rad = math.radians(abs(angle))
+        window = int(math.ceil(crop * (math.cos(rad) + math.sin(rad)))) + 2
+    else:
+        window = crop
+    image = reflect_pad_to(image, window)
+    h, w = image.shape[:2]
+    top = int(rng.integers(0, h - window + 1))
+    left = int(rng.integers(0, w - window + 1))
+    patch = image[top : top + window, left : left + window]
+    if angle:
+        centre = ((window - 1) / 2.0, (window - 1) / 2.0)
+        matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+        rotated = cv2.warpAffine(patch, matrix, (window, window), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REFLECT_101)
+        if rotated.ndim == 2:
+            rotated = rotated[:, :, None]
+        off = (window - crop) // 2
+        patch = rotated[off : off + crop, off : off + crop]
+    if flip:
+        patch = patch[:, ::-1]
+    return np.ascontiguousarray(patch)
+
+
+class EpisodeBatches(Dataset):
+    """Item ``e`` is the training batch of episode ``e``: ``(B, C, crop, crop)`` float32 in [0, 1].
+
+    Images are visited in a fresh random order each pass over the data set (epoch-wise shuffling).
+    """
+
+    def __init__(self, images: list[NamedImage], cfg: DataConfig, seed: int, episodes: int):
+        self.images, self.cfg, self.seed, self.episodes = images, cfg, seed, episodes
+        self._perm_cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.episodes
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perm_cache:
+            self._perm_cache = {epoch: np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.images))}
+        return self._perm_cache[epoch]
+
+    def __getitem__(self, episode: int) -> torch.Tensor:
+        n, batch = len(self.images), self.cfg.batch_size
+        patches = []
+        for j in range(batch):
+            sample = episode * batch + j
+            index = self._permutation(sample // n)[sample % n]
+            rng = np.random.default_rng([self.seed, 2, episode, j])
+            image = self.images[index].float
+            patches.append(augment_crop(image, self.cfg.crop, rng, self.cfg))
+        return torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).contiguous()
+
+
+def check_crop(images: list[NamedImage], crop: int) -> None:
+    largest = max(min(im.native.shape[:2]) for im in images)
+    if crop > largest:
+        raise R3LError(
+            f"config key data.crop: {crop} is larger than every training image (the largest fits {largest}); "
+            f"use data.crop <= {largest}"
+        )
+
+
+def make_train_loader(
+    images: list[NamedImage], cfg: DataConfig, seed: int, start: int, episodes: int, pin_memory: bool
+) -> DataLoader:
+    """Batches for episodes ``start … episodes−1`` in order, built by ``cfg.workers`` processes."""
+    dataset = EpisodeBatches(images, cfg, seed, episodes)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=range(start, episodes),
+        num_workers=cfg.workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if cfg.workers else None,
+        persistent_workers=False,
+    )
+
+
+def noise_for(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """The fixed unit-variance noise for the test image ``name``: the same for every method, run and σ.
+
+    It depends on the image's name and the seed only, so a subset or another order sees the same noise.
+    """
+    import zlib
+
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def noisy_version(image: np.ndarray, name: str, sigma: float, seed: int) -> np.ndarray:
+    """``image + σ/255 · n`` with the seeded noise of :func:`noise_for`; not clipped."""
+    return image + noise_for(name, image.shape, seed) * np.float32(sigma / 255.0)

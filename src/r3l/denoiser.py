@@ -1,0 +1,112 @@
+"""Inference: any trained network as a function from noisy to clean images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from r3l.checkpoint import load_checkpoint, load_weights
+from r3l.envs.denoise import ResidualDenoiseEnv
+from r3l.networks import ActorCritic, build_network, dncnn_from_weights
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    from r3l.errors import R3LError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise R3LError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise R3LError(f"device {name!r}: CUDA is not available on this machine")
+    return device
+
+
+class Denoiser:
+    """A denoising network with its inference rule.
+
+    - ``r3l``: greedy (argmax) actions for ``steps`` steps, each adding its residual;
+    - ``r3n``: its recurrent residual updates;
+    - ``dncnn``: one pass, noisy minus predicted noise.
+
+    Outputs are clipped to [0, 1]. Example::
+
+        from r3l import Denoiser
+        clean = Denoiser.from_checkpoint("runs/demo/best.safetensors").denoise(noisy_uint8_array)
+    """
+
+    def __init__(self, net: nn.Module, arch: dict, device: str | torch.device = "auto"):
+        self.arch = arch
+        self.device = pick_device(device) if isinstance(device, str) else device
+        self.net = net.to(self.device).eval()
+        self.channels = arch["channels"]
+        self.env = None
+        if arch["name"] == "r3l":
+            self.env = ResidualDenoiseEnv(n_actions=arch["n_actions"], action_step=arch["action_step"],
+                                          steps=arch["steps"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> "Denoiser":
+        ckpt = load_checkpoint(path)
+        net = build_network(ckpt.arch)
+        load_weights(net, ckpt, ckpt.arch, path)
+        return cls(net, ckpt.arch, device)
+
+    @classmethod
+    def from_dncnn_weights(cls, path: str | Path, device: str | torch.device = "auto") -> "Denoiser":
+        """KAIR's DnCNN ``.pth`` (read with ``weights_only=True``)."""
+        net = dncnn_from_weights(path)
+        arch = {"name": "dncnn", "channels": net.channels, "features": net.features, "depth": net.depth}
+        return cls(net, arch, device)
+
+    @torch.no_grad()
+    def trajectory(self, noisy: torch.Tensor) -> list[torch.Tensor]:
+        """R3L only: the unclipped estimate after each step, ``steps + 1`` tensors ``(B, C, H, W)``."""
+        assert isinstance(self.net, ActorCritic) and self.env is not None
+        states = [noisy]
+        for _ in range(self.env.steps):
+            actions = self.net.policy_logits(states[-1]).argmax(dim=2)
+            states.append(self.env.transition(states[-1], actions))
+        return states
+
+    @torch.no_grad()
+    def __call__(self, noisy: torch.Tensor) -> torch.Tensor:
+        """Denoise ``(B, C, H, W)`` float images (on any device); returns them clipped to [0, 1]."""
+        x = noisy.to(self.device, torch.float32)
+        if self.env is not None:
+            out = self.trajectory(x)[-1]
+        else:
+            out = self.net(x)
+        return out.clamp_(0.0, 1.0)
+
+    def denoise(self, image: np.ndarray) -> np.ndarray:
+        """Denoise one image ``(H, W)`` or ``(H, W, C)``: float in [0, 1], uint8 or uint16; same shape and dtype out.
+
+        A gray model treats each colour channel as its own image; a colour model sees a gray image
+        copied to three channels and returns their mean.
+        """
+        dtype = image.dtype
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(dtype, 1.0)
+        x = np.asarray(image, dtype=np.float32) / np.float32(scale)
+        squeeze = x.ndim == 2
+        if squeeze:
+            x = x[:, :, None]
+        tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        c = tensor.shape[0]
+        if self.channels == 1:
+            out = self(tensor[:, None])[:, 0]
+        elif c == 1:
+            out = self(tensor.expand(3, -1, -1)[None])[0].mean(0, keepdim=True)
+        else:
+            out = self(tensor[None])[0]
+        result = out.cpu().numpy().transpose(1, 2, 0)
+        if squeeze:
+            result = result[:, :, 0]
+        if scale != 1.0:
+            return np.round(result * scale).astype(dtype)
+        return result.astype(dtype, copy=False)

@@ -1,0 +1,194 @@
+"""Network definitions: R3L's actor-critic, R3N and DnCNN, and loading KAIR's DnCNN weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from r3l.errors import R3LError
+
+
+def _conv(cin: int, cout: int, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
+
+
+def _head(features: int, out: int) -> nn.Sequential:
+    """conv d3 + ReLU, conv d2 + ReLU, conv d1 (paper Table 2)."""
+    return nn.Sequential(
+        _conv(features, features, 3), nn.ReLU(inplace=True),
+        _conv(features, features, 2), nn.ReLU(inplace=True),
+        _conv(features, out, 1),
+    )
+
+
+def _encoder(channels: int, features: int) -> nn.Sequential:
+    """conv d1, d2, d3, d4, each followed by ReLU (paper Table 2)."""
+    layers: list[nn.Module] = []
+    for i, dilation in enumerate((1, 2, 3, 4)):
+        layers += [_conv(channels if i == 0 else features, features, dilation), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def _kaiming(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+
+class ActorCritic(nn.Module):
+    """R3L's fully convolutional actor-critic shared by all pixel agents.
+
+    ``forward`` maps a state ``(B, C, H, W)`` to action logits ``(B, C, A, H, W)`` (an independent
+    categorical per pixel and channel) and values ``(B, C, H, W)``. With C = 1, 27 actions and 64 features
+    it has 275,292 parameters, 200,859 of them in the encoder and policy head used at inference.
+    """
+
+    def __init__(self, channels: int = 1, n_actions: int = 27, features: int = 64, head_init: str = "kaiming"):
+        super().__init__()
+        self.channels, self.n_actions, self.features = channels, n_actions, features
+        self.encoder = _encoder(channels, features)
+        self.policy = _head(features, channels * n_actions)
+        self.value = _head(features, channels)
+        _kaiming(self)
+        if head_init == "small":
+            # Start close to "change nothing": near-constant logits that fall off with the action's distance
+            # from the middle (no-op) action, so early random walks do not swamp the image with noise.
+            for out in (self.policy[-1], self.value[-1]):
+                nn.init.normal_(out.weight, std=1e-3)
+            distance = (torch.arange(n_actions) - n_actions // 2).abs().float()
+            with torch.no_grad():
+                self.policy[-1].bias.copy_((-0.5 * distance).repeat(channels))
+
+    def policy_logits(self, state: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C, A, H, W)`` from state ``(B, C, H, W)``."""
+        b, c, h, w = state.shape
+        return self.policy(self.encoder(state)).view(b, c, self.n_actions, h, w)
+
+    def forward(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, h, w = state.shape
+        z = self.encoder(state)
+        return self.policy(z).view(b, c, self.n_actions, h, w), self.value(z)
+
+
+class R3N(nn.Module):
+    """The deterministic counterpart of R3L: the same encoder and a tanh residual head, applied recurrently."""
+
+    def __init__(self, channels: int = 1, features: int = 64, steps: int = 6):
+        super().__init__()
+        self.channels, self.features, self.steps = channels, features, steps
+        self.encoder = _encoder(channels, features)
+        self.head = _head(features, channels)
+        _kaiming(self)
+
+    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
+        """Final estimate ``(B, C, H, W)`` after ``steps`` updates ``I ← I + tanh(f(I))``."""
+        state = noisy
+        for _ in range(self.steps):
+            state = state + torch.tanh(self.head(self.encoder(state)))
+        return state
+
+
+class DnCNN(nn.Module):
+    """DnCNN (Zhang et al., 2017) with batch norm folded into the convolutions; predicts the noise.
+
+    Parameter names match KAIR's ``model.0`` … ``model.32`` so its weights load directly.
+    """
+
+    def __init__(self, channels: int = 1, features: int = 64, depth: int = 17):
+        super().__init__()
+        self.channels, self.features, self.depth = channels, features, depth
+        layers: list[nn.Module] = [_conv(channels, features), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [_conv(features, features), nn.ReLU(inplace=True)]
+        layers.append(_conv(features, channels))
+        self.model = nn.Sequential(*layers)
+        _kaiming(self)
+
+    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
+        """Clean estimate ``noisy − noise``, ``(B, C, H, W)``."""
+        return noisy - self.model(noisy)
+
+
+#: Actor-critic parameter ← DnCNN parameter (the paper code's initialisation).
+DNCNN_TO_ACTOR_CRITIC = {
+    "encoder.2": "model.6",
+    "encoder.4": "model.12",
+    "encoder.6": "model.18",
+    "policy.0": "model.24",
+    "policy.2": "model.30",
+    "value.0": "model.24",
+    "value.2": "model.30",
+}
+
+
+def default_weights_path() -> str:
+    return os.path.join(os.environ.get("R3L_WEIGHTS", ""), "dncnn_25.pth")
+
+
+def load_dncnn_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read KAIR's ``dncnn_25.pth`` (a plain state dict) without unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise R3LError(f"{path}: DnCNN weights not found (get dncnn_25.pth from KAIR's model zoo, see README)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise R3LError(f"{path}: not a PyTorch state dict of tensors") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise R3LError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def dncnn_from_weights(path: str | Path) -> DnCNN:
+    """A :class:`DnCNN` holding KAIR's weights; its shape is read from the file."""
+    state = load_dncnn_state(path)
+    convs = sorted(int(k.split(".")[1]) for k in state if k.startswith("model.") and k.endswith(".weight"))
+    if not convs or "model.0.weight" not in state:
+        raise R3LError(f"{path}: no DnCNN layers (model.0.weight ...) in this file")
+    first = state["model.0.weight"]
+    net = DnCNN(channels=first.shape[1], features=first.shape[0], depth=len(convs))
+    expected = net.state_dict()
+    if set(expected) != set(state) or any(expected[k].shape != state[k].shape for k in expected):
+        raise R3LError(f"{path}: layers do not form a plain DnCNN of {len(convs)} convolutions")
+    net.load_state_dict(state)
+    return net
+
+
+def init_from_dncnn(net: ActorCritic, path: str | Path) -> None:
+    """Copy the middle DnCNN convolutions into ``net`` as the original code does (spec, "Initialisation")."""
+    state = load_dncnn_state(path)
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for ours, theirs in DNCNN_TO_ACTOR_CRITIC.items():
+            for suffix in ("weight", "bias"):
+                src_key, dst_key = f"{theirs}.{suffix}", f"{ours}.{suffix}"
+                if src_key not in state:
+                    raise R3LError(f"{path}: missing {src_key}, expected KAIR's 17-layer DnCNN")
+                src, dst = state[src_key], params[dst_key]
+                if src.shape != dst.shape:
+                    raise R3LError(
+                        f"{path}: {src_key} has shape {tuple(src.shape)}, {dst_key} needs {tuple(dst.shape)} "
+                        f"(model.features must be {src.shape[0]})"
+                    )
+                dst.copy_(src)
+
+
+def build_network(arch: dict) -> nn.Module:
+    """Build an untrained network from an architecture description (as stored in checkpoints)."""
+    kind = arch.get("name")
+    if kind == "r3l":
+        return ActorCritic(arch["channels"], arch["n_actions"], arch["features"], arch.get("head_init", "kaiming"))
+    if kind == "r3n":
+        return R3N(arch["channels"], arch["features"], arch["steps"])
+    if kind == "dncnn":
+        return DnCNN(arch["channels"], arch["features"], arch.get("depth", 17))
+    raise R3LError(f"unknown network {kind!r}, expected r3l, r3n or dncnn")
+
+
+def receptive_radius(net: nn.Module) -> int:
+    """How many pixels away an output pixel can see, per forward pass (sum of dilations of the 3×3 convs)."""
+    return sum(m.dilation[0] * (m.kernel_size[0] // 2) for m in net.modules() if isinstance(m, nn.Conv2d))

@@ -1,0 +1,198 @@
+"""Pixel-wise PPO-clip: rollout storage, GAE and the clipped update.
+
+PPO sees only tensors: states ``(T, B, C, H, W)`` and one categorical action per pixel and channel. It knows
+nothing about images or noise; the trainer wires it to an environment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from r3l.config import PPOConfig
+
+
+def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample one action per categorical over dim 2 of ``(B, C, A, H, W)`` logits; → ``(B, C, H, W)``.
+
+    Gumbel-max: ``argmax(logits + G)`` with ``G = −log E``, ``E ~ Exp(1)``, one draw per logit.
+    """
+    exp = torch.empty(logits.shape, device=logits.device, dtype=torch.float32).exponential_(generator=generator)
+    return (logits.float() - exp.log()).argmax(dim=2)
+
+
+def log_prob_entropy(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of ``actions`` ``(B, C, H, W)`` and entropy, both ``(B, C, H, W)``, from logits over dim 2."""
+    logp_all = F.log_softmax(logits.float(), dim=2)
+    logp = logp_all.gather(2, actions.unsqueeze(2)).squeeze(2)
+    entropy = -(logp_all.exp() * logp_all).sum(2)
+    return logp, entropy
+
+
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, last_value: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over time, vectorised over everything else.
+
+    Args:
+        rewards, values: ``(T, ...)``; the episode ends after step T−1.
+        last_value: ``(...)``, the value of the state after the last step (zero when the episode ended).
+
+    Returns:
+        advantages and returns (``advantages + values``), both ``(T, ...)``.
+    """
+    steps = rewards.shape[0]
+    advantages = torch.empty_like(rewards)
+    running = torch.zeros_like(last_value)
+    next_value = last_value
+    for t in reversed(range(steps)):
+        delta = rewards[t] + gamma * next_value - values[t]
+        running = delta + gamma * lam * running
+        advantages[t] = running
+        next_value = values[t]
+    return advantages, advantages + values
+
+
+class RolloutBuffer:
+    """Storage for one episode of a batch of images: every tensor is ``(T, B, C, H, W)`` on one device."""
+
+    def __init__(self, steps: int, shape: tuple[int, int, int, int], device: torch.device, dtype=torch.float32):
+        self.steps, self.shape = steps, shape
+        full = (steps, *shape)
+        self.states = torch.empty(full, device=device, dtype=dtype)
+        self.actions = torch.empty(full, device=device, dtype=torch.long)
+        self.log_probs = torch.empty(full, device=device)
+        self.values = torch.empty(full, device=device)
+        self.rewards = torch.empty(full, device=device)
+        self.advantages: torch.Tensor | None = None
+        self.returns: torch.Tensor | None = None
+
+    def add(self, t: int, state, action, log_prob, value, reward) -> None:
+        self.states[t] = state
+        self.actions[t] = action
+        self.log_probs[t] = log_prob
+        self.values[t] = value
+        self.rewards[t] = reward
+
+    def compute_returns_and_advantage(self, gamma: float, lam: float, last_value: torch.Tensor | None = None) -> None:
+        if last_value is None:
+            last_value = torch.zeros_like(self.values[0])
+        self.advantages, self.returns = compute_gae(self.rewards, self.values, last_value, gamma, lam)
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    policy: torch.Tensor
+    value: torch.Tensor
+    entropy: torch.Tensor
+    approx_kl: torch.Tensor
+    clipfrac: torch.Tensor
+
+
+def ppo_loss(
+    new_log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    new_value: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    cfg: PPOConfig,
+) -> LossParts:
+    """The clipped surrogate, value loss and entropy bonus, averaged over every pixel agent."""
+    log_ratio = new_log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    surrogate = torch.min(ratio * advantages, ratio.clamp(1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps) * advantages)
+    policy_loss = -surrogate.mean()
+    if cfg.value_loss == "mse":
+        value_loss = 0.5 * F.mse_loss(new_value, returns)
+    else:
+        value_loss = F.smooth_l1_loss(new_value, returns)
+    entropy_mean = entropy.mean()
+    total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
+    with torch.no_grad():
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > cfg.clip_eps).float().mean()
+    return LossParts(total, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac)
+
+
+def learning_rate(cfg: PPOConfig, episode: int, episodes: int) -> float:
+    """The learning rate for ``episode`` (0-based) of ``episodes``; a pure function, so resuming needs no state."""
+    progress = min(episode / max(episodes, 1), 1.0)
+    if cfg.lr_schedule == "poly":
+        return cfg.lr * (1.0 - progress) ** cfg.lr_power
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr
+
+
+class PPO:
+    """Owns the optimiser and the update; the network maps states to ``(logits, values)``."""
+
+    def __init__(self, net: nn.Module, cfg: PPOConfig):
+        self.net, self.cfg = net, cfg
+        self.optimizer = torch.optim.Adam(
+            net.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+        )
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def update(self, buf: RolloutBuffer, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """K epochs over minibatches of whole images; returns device-side diagnostics (no host sync)."""
+        cfg = self.cfg
+        assert buf.advantages is not None and buf.returns is not None
+        steps, batch = buf.steps, buf.shape[0]
+        advantages = buf.advantages
+        if cfg.normalize_advantages:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        per_mb = batch // cfg.minibatches
+        device = buf.states.device
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        stopped = torch.zeros((), device=device)
+        for _ in range(cfg.epochs):
+            order = torch.randperm(batch, device=device, generator=generator) if cfg.minibatches > 1 else None
+            for m in range(cfg.minibatches):
+                idx = None if order is None else order[m * per_mb : (m + 1) * per_mb]
+
+                def take(x: torch.Tensor) -> torch.Tensor:
+                    x = x if idx is None else x[:, idx]
+                    return x.reshape(-1, *x.shape[2:])
+
+                logits, values = self.net(take(buf.states))
+                new_logp, entropy = log_prob_entropy(logits, take(buf.actions))
+                parts = ppo_loss(
+                    new_logp, take(buf.log_probs), take(advantages), values.float(), take(buf.returns), entropy, cfg
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                parts.total.backward()
+                if cfg.max_grad_norm > 0:
+                    grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                else:
+                    grad_norm = torch.sqrt(sum(p.grad.float().square().sum() for p in self.net.parameters()
+                                               if p.grad is not None))
+                self.optimizer.step()
+                for name, value in (
+                    ("losses/policy_loss", parts.policy), ("losses/value_loss", parts.value),
+                    ("losses/entropy", parts.entropy), ("losses/approx_kl", parts.approx_kl),
+                    ("losses/clipfrac", parts.clipfrac), ("losses/grad_norm", grad_norm),
+                ):
+                    sums[name] = sums.get(name, 0.0) + value.detach().float()
+                count += 1
+            if cfg.target_kl > 0:
+                # Reading approx-KL syncs with the device once per epoch, only when early stopping is on.
+                if parts.approx_kl.item() > cfg.target_kl:
+                    stopped = torch.ones((), device=device)
+                    break
+        stats = {k: v / count for k, v in sums.items()}
+        returns, values = buf.returns, buf.values
+        var_returns = returns.var()
+        stats["losses/explained_variance"] = 1.0 - (returns - values).var() / var_returns.clamp_min(1e-12)
+        stats["losses/early_stop"] = stopped
+        return stats

@@ -1,0 +1,177 @@
+"""The training loop: wires the environment, the actor-critic, PPO, the data and the checkpoints."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from r3l.checkpoint import (
+    Checkpoint, load_checkpoint, load_weights, optimizer_state, restore_optimizer, save_checkpoint,
+)
+from r3l.config import Config, expand_path, save_config
+from r3l.data import NamedImage, check_crop, load_images, make_train_loader
+from r3l.denoiser import Denoiser, pick_device
+from r3l.envs.denoise import make_env
+from r3l.errors import R3LError
+from r3l.evaluate import evaluate, summarize
+from r3l.logger import MetricLogger
+from r3l.metrics import batch_psnr
+from r3l.networks import ActorCritic, init_from_dncnn
+from r3l.ppo import PPO, RolloutBuffer, learning_rate, log_prob_entropy, sample_actions
+
+
+def architecture(cfg: Config) -> dict:
+    """What a checkpoint records to rebuild the network and its inference rule."""
+    return {
+        "name": cfg.model.name, "channels": cfg.model.channels, "features": cfg.model.features,
+        "n_actions": cfg.env.n_actions, "action_step": cfg.env.action_step, "steps": cfg.env.steps,
+        "head_init": cfg.model.head_init,
+    }
+
+
+def episode_seed(seed: int, episode: int, stream: int) -> int:
+    """A 63-bit seed for one episode's random stream, independent of every other (seed, episode, stream)."""
+    return int(np.random.SeedSequence([seed, stream, episode]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def build_actor_critic(cfg: Config) -> ActorCritic:
+    net = ActorCritic(cfg.model.channels, cfg.env.n_actions, cfg.model.features, cfg.model.head_init)
+    if cfg.model.init == "dncnn":
+        init_from_dncnn(net, expand_path(cfg.model.dncnn_weights, "model.dncnn_weights"))
+    return net
+
+
+class Trainer:
+    """Trains an R3L actor-critic as ``cfg`` says, in ``run_dir`` (``last.safetensors``, ``best.safetensors``,
+    ``config.yaml``, ``metrics.jsonl``, ``tensorboard/``)."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False):
+        if cfg.model.name != "r3l":
+            raise R3LError(f"config key model.name: training {cfg.model.name!r} is not supported yet; use r3l")
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.last_path, self.best_path = self.run_dir / "last.safetensors", self.run_dir / "best.safetensors"
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        self.device = pick_device(cfg.train.device)
+        torch.manual_seed(cfg.seed)
+
+        self.train_images = load_images(cfg.data.train, cfg.model.channels, "data.train")
+        check_crop(self.train_images, cfg.data.crop)
+        self.val_images: list[NamedImage] = []
+        if cfg.data.val:
+            self.val_images = load_images(cfg.data.val, cfg.model.channels, "data.val", cfg.data.val_max_images)
+
+        self.env = make_env(cfg.env)
+        self.arch = architecture(cfg)
+        self.start_episode, self.best_psnr = 0, float("-inf")
+        if resume and self.last_path.is_file():
+            ckpt = load_checkpoint(self.last_path, with_training_state=True)
+            self.net = ActorCritic(cfg.model.channels, cfg.env.n_actions, cfg.model.features, cfg.model.head_init)
+            load_weights(self.net, ckpt, self.arch, self.last_path)
+            self.net.to(self.device)
+            self.ppo = PPO(self.net, cfg.ppo)
+            restore_optimizer(self.ppo.optimizer, ckpt, self.last_path)
+            self.start_episode = ckpt.episode
+            self.best_psnr = ckpt.info.get("best_val_psnr", float("-inf"))
+        elif resume:
+            raise R3LError(f"{self.last_path}: nothing to resume (no checkpoint in this run directory)")
+        else:
+            self.net = build_actor_critic(cfg).to(self.device)
+            self.ppo = PPO(self.net, cfg.ppo)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+
+    def _checkpoint(self, episode: int, with_optimizer: bool) -> Checkpoint:
+        state, groups = optimizer_state(self.ppo.optimizer) if with_optimizer else (None, None)
+        return Checkpoint(
+            self.arch, self.net.state_dict(), self.cfg.to_dict(), episode,
+            {"best_val_psnr": self.best_psnr}, state, groups,
+        )
+
+    def validate(self) -> float:
+        cfg = self.cfg
+        sigma = cfg.data.val_sigma or (sum(cfg.env.sigma) / 2 if isinstance(cfg.env.sigma, list) else cfg.env.sigma)
+        self.net.eval()
+        rows = evaluate(Denoiser(self.net, self.arch, self.device), self.val_images, [sigma], cfg.data.val_seed,
+                        progress=False)
+        self.net.train()
+        return next(iter(summarize(rows).values()))["psnr"]
+
+    def rollout(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[RolloutBuffer, torch.Tensor]:
+        """Play one episode on ``clean`` ``(B, C, H, W)``; returns the filled buffer and the PSNR gain per image."""
+        env, steps = self.env, self.env.steps
+        buf = RolloutBuffer(steps, tuple(clean.shape), self.device)
+        state = env.reset(clean, generator)
+        start_psnr = batch_psnr(state, clean)
+        with torch.no_grad():
+            for t in range(steps):
+                logits, value = self.net(state)
+                actions = sample_actions(logits, generator)
+                log_prob, _ = log_prob_entropy(logits, actions)
+                next_state, reward, _ = env.step(actions)
+                buf.add(t, state, actions, log_prob, value, reward)
+                state = next_state
+        buf.compute_returns_and_advantage(self.cfg.ppo.gamma, self.cfg.ppo.gae_lambda)
+        return buf, batch_psnr(state, clean) - start_psnr
+
+    def train(self, stop_at: int | None = None) -> dict[str, float]:
+        """Run episodes ``start … train.episodes−1`` (or until ``stop_at``); returns the last logged metrics."""
+        cfg, tc = self.cfg, self.cfg.train
+        end = tc.episodes if stop_at is None else min(stop_at, tc.episodes)
+        loader = make_train_loader(self.train_images, cfg.data, cfg.seed, self.start_episode, end,
+                                   pin_memory=self.device.type == "cuda")
+        logger = MetricLogger(self.run_dir, tc.tensorboard)
+        generator = torch.Generator(device=self.device)
+        pending: dict[str, list[torch.Tensor]] = {}
+        last: dict[str, float] = {}
+        self.net.train()
+        tick, pixel_steps = time.perf_counter(), 0
+        bar = tqdm(total=tc.episodes, initial=self.start_episode, desc="train", unit="ep", disable=not tc.progress)
+        episode = self.start_episode
+        try:
+            for episode, clean in enumerate(loader, start=self.start_episode):
+                clean = clean.to(self.device, non_blocking=True)
+                generator.manual_seed(episode_seed(cfg.seed, episode, 0))
+                buf, gain = self.rollout(clean, generator)
+                lr = learning_rate(cfg.ppo, episode, tc.episodes)
+                self.ppo.set_lr(lr)
+                stats = self.ppo.update(buf, generator)
+                stats["charts/episode_reward"] = buf.rewards.sum(0).mean()
+                stats["charts/psnr_gain"] = gain.mean()
+                for name, value in stats.items():
+                    pending.setdefault(name, []).append(value)
+                pixel_steps += clean.numel() * self.env.steps
+                done = episode + 1
+                bar.update(1)
+                if done % tc.log_every == 0 or done == end:
+                    last = {k: float(torch.stack(v).float().mean()) for k, v in pending.items()}
+                    pending.clear()
+                    now = time.perf_counter()
+                    last["charts/learning_rate"] = lr
+                    last["charts/pixel_steps_per_s"] = pixel_steps / (now - tick)
+                    tick, pixel_steps = now, 0
+                    logger.log(done, last)
+                    bar.set_postfix(gain=f"{last['charts/psnr_gain']:.2f}dB", kl=f"{last['losses/approx_kl']:.3f}")
+                if self.val_images and (done % tc.val_every == 0 or done == tc.episodes):
+                    psnr = self.validate()
+                    logger.log(done, {"val/psnr": psnr})
+                    last["val/psnr"] = psnr
+                    if psnr > self.best_psnr:
+                        self.best_psnr = psnr
+                        save_checkpoint(self.best_path, self._checkpoint(done, with_optimizer=False))
+                if done % tc.save_every == 0 or done == end:
+                    save_checkpoint(self.last_path, self._checkpoint(done, with_optimizer=True))
+        finally:
+            bar.close()
+            logger.close()
+        if not self.val_images:
+            save_checkpoint(self.best_path, self._checkpoint(end, with_optimizer=False))
+        return last
