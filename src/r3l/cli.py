@@ -1,0 +1,212 @@
+"""The ``r3l`` command line: train, eval, denoise, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from r3l.errors import R3LError
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative whole number, got {text!r}")
+    return value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from r3l.config import load_config
+    from r3l.trainer import Trainer
+
+    cfg = load_config(args.config, args.set or [])
+    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    if not args.resume and (run_dir / "last.safetensors").exists():
+        raise R3LError(f"{run_dir}: run directory already holds a checkpoint; pass --resume or another --run-dir")
+    trainer = Trainer(cfg, run_dir, resume=args.resume)
+    last = trainer.train()
+    summary = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in last.items()
+                        if k in ("charts/psnr_gain", "val/psnr"))
+    print(f"trained {cfg.train.episodes} episodes in {run_dir} ({summary})")
+    return 0
+
+
+def _load_denoiser(args: argparse.Namespace):
+    from r3l.denoiser import Denoiser
+
+    if args.checkpoint:
+        return Denoiser.from_checkpoint(args.checkpoint, args.device)
+    if getattr(args, "model", None) == "dncnn":
+        if not args.weights:
+            raise R3LError("--model dncnn needs --weights PATH (KAIR's dncnn_25.pth)")
+        return Denoiser.from_dncnn_weights(args.weights, args.device)
+    raise R3LError("give --checkpoint CKPT (or --model dncnn --weights PTH)")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from r3l.data import load_images
+    from r3l.evaluate import evaluate, summarize, write_csv, write_json
+
+    denoiser = _load_denoiser(args)
+    images = load_images(args.data, denoiser.channels, "--data", args.max_images)
+    sigmas = args.sigma or [25.0]
+    rows = evaluate(denoiser, images, sigmas, args.seed, args.save_images, progress=not args.quiet)
+    summary = summarize(rows)
+    for sigma, s in summary.items():
+        print(f"sigma {sigma:>5}: PSNR {s['psnr']:.2f} dB  SSIM {s['ssim']:.4f}  "
+              f"(noisy {s['psnr_noisy']:.2f} dB)  {s['images']} images  {args.data}")
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.json:
+        write_json({"data": str(args.data), "seed": args.seed, "model": denoiser.arch, "summary": summary,
+                    "images": rows}, args.json)
+    return 0
+
+
+def _outputs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    inputs = [Path(p) for p in args.inputs]
+    if args.output:
+        if len(inputs) != 1:
+            raise R3LError("-o/--output takes one input; use --out-dir for several")
+        return [(inputs[0], Path(args.output))]
+    if not args.out_dir:
+        raise R3LError("give -o OUTPUT (one input) or --out-dir DIR")
+    from r3l.images import list_images
+
+    pairs = []
+    for path in inputs:
+        files = list_images(path) if path.is_dir() else [path]
+        pairs += [(f, Path(args.out_dir) / f.name) for f in files]
+    return pairs
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from r3l.images import read_image, write_image
+
+    denoiser = _load_denoiser(args)
+    pairs = _outputs(args)
+    failed = 0
+    for src, dst in pairs:
+        try:
+            if src.resolve() == dst.resolve():
+                raise R3LError(f"{dst}: output would overwrite its input")
+            image, info = read_image(src)
+            out = denoiser.denoise(image)
+            write_image(dst, out, bits=info.bits)
+        except R3LError as exc:
+            if len(pairs) == 1:
+                raise
+            failed += 1
+            print(f"r3l: warning: skipped {exc}", file=sys.stderr)
+    done = len(pairs) - failed
+    print(f"denoised {done} of {len(pairs)} image(s)" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from r3l.demo import run_demo
+
+    run_demo(Path(args.out_dir), args.episodes, args.device, args.sigma, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from r3l import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="r3l", description="Pixel-wise deep RL for images: R3L denoising by residual recovery (PPO).")
+    parser.add_argument("--version", action="version", version=f"r3l {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config",
+                       description="Train an R3L denoiser. Writes last/best checkpoints, config.yaml, "
+                                   "metrics.jsonl and TensorBoard logs into the run directory.")
+    p.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set ppo.lr=1e-4 --set data.batch_size=16 (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from its last checkpoint (same episode, same LR)")
+    p.add_argument("--run-dir", help="run directory (default: runs/<name>)")
+    p.set_defaults(func=cmd_train)
+
+    def add_model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint", help="an r3l checkpoint (.safetensors)")
+        p.add_argument("--model", choices=["dncnn"], help="with --weights: a pretrained baseline instead")
+        p.add_argument("--weights", help="KAIR's DnCNN weights file for --model dncnn")
+        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+
+    p = sub.add_parser("eval", help="PSNR/SSIM on a test folder with the literature's protocol",
+                       description="Evaluate on a folder of clean images: seeded Gaussian noise per image, "
+                                   "output clipped and rounded to 8 bits, PSNR and SSIM without border crop.")
+    add_model_args(p)
+    p.add_argument("--data", required=True, help="folder of clean test images (e.g. $R3L_DATA/BSD68)")
+    p.add_argument("--sigma", type=_positive_float, action="append",
+                   help="noise level on the 0-255 scale (repeatable; default 25)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed (default 0)")
+    p.add_argument("--max-images", type=_non_negative_int, default=0, help="first N images only (0: all)")
+    p.add_argument("--csv", help="write per-image results to this CSV file")
+    p.add_argument("--json", help="write the summary and per-image results to this JSON file")
+    p.add_argument("--save-images", metavar="DIR", help="write the denoised images into DIR/sigma<S>/")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("denoise", help="denoise image files (no ground truth needed)",
+                       description="Denoise images of any size, gray or colour, 8- or 16-bit. Each output "
+                                   "keeps its input's size, channel count and bit depth.")
+    add_model_args(p)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("-o", "--output", help="output file (one input)")
+    p.add_argument("--out-dir", help="output folder (any number of inputs; names are kept)")
+    p.set_defaults(func=cmd_denoise)
+
+    p = sub.add_parser("demo", help="train a small model on scikit-image's samples on the CPU and show it",
+                       description="Trains a small R3L model on scikit-image's bundled images (a few minutes "
+                                   "on a CPU), evaluates it on held-out samples and writes demo.png (noisy | "
+                                   "denoised | clean) and demo.json (PSNRs).")
+    p.add_argument("--out-dir", default="demo_out", help="where to write the results (default demo_out)")
+    p.add_argument("--episodes", type=_non_negative_int, default=150, help="training episodes (default 150)")
+    p.add_argument("--sigma", type=_positive_float, default=25.0, help="noise level (default 25)")
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except R3LError as exc:
+        if args.debug:
+            traceback.print_exc()
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        print(f"r3l: error: {message.removeprefix('r3l.errors.R3LError: ')}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("r3l: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("r3l: error: out of memory", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+import pytest
+
+from r3l.config import SEED_PRESET, from_dict, load_config
+from r3l.errors import R3LError
+from conftest import ROOT
+
+
+def test_presets_and_overrides():
+    seed = from_dict({"preset": "seed"})
+    assert (seed.ppo.gamma, seed.ppo.gae_lambda, seed.ppo.clip_eps, seed.ppo.epochs) == (0.95, 1.0, 0.5, 15)
+    assert seed.ppo.minibatches == 1 and seed.ppo.ent_coef == 0 and seed.ppo.lr_schedule == "poly"
+    assert seed.data.batch_size == 32 and seed.data.crop == 70 and seed.train.episodes == 30001
+    over = from_dict({"preset": "seed", "ppo": {"lr": 5e-4}}, ["data.crop=64", "env.sigma=[10, 50]"])
+    assert over.ppo.lr == 5e-4 and over.ppo.epochs == SEED_PRESET["ppo"]["epochs"]
+    assert over.data.crop == 64 and over.env.sigma == [10.0, 50.0]
+
+
+@pytest.mark.parametrize("name", ["r3l_gray_sigma25", "r3l_gray_sigma35", "seed_preset_sigma25", "demo"])
+def test_shipped_configs_load(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert cfg.name == name
+
+
+@pytest.mark.parametrize("values,overrides,message", [
+    ({"ppo": {"learning_rate": 1}}, [], "unknown config key ppo.learning_rate"),
+    ({"bogus": 1}, [], "unknown config key bogus"),
+    ({"env": {"sigma": -5}}, [], "env.sigma: must not be negative"),
+    ({}, ["env.sigma=[30, 10]"], "env.sigma"),
+    ({"data": {"crop": 0}}, [], "data.crop: must be positive"),
+    ({"ppo": {"epochs": "many"}}, [], "ppo.epochs: expected a whole number"),
+    ({"ppo": {"gamma": 1.5}}, [], "ppo.gamma: must lie in"),
+    ({"ppo": {"lr": float("nan")}}, [], "ppo.lr: expected a finite number"),
+    ({"train": {"progress": "yes"}}, [], "train.progress: expected true or false"),
+    ({"preset": "fast"}, [], "preset"),
+    ({"ppo": {"minibatches": 3}}, [], "ppo.minibatches"),
+    ({"env": {"n_actions": 26}}, [], "env.n_actions"),
+    ({"model": {"channels": 2}}, [], "model.channels"),
+    ({"env": 3}, [], "env: expected a mapping"),
+    ({}, ["noequals"], "expected key=value"),
+])
+def test_bad_values_name_the_key(values, overrides, message):
+    with pytest.raises(R3LError, match=message.replace("[", r"\[")):
+        from_dict(values, overrides)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(R3LError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env: [unclosed\n")
+    with pytest.raises(R3LError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(R3LError, match="expected a mapping"):
+        load_config(listy)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("ppo:\n  clip: 0.1\n")
+    with pytest.raises(R3LError, match="unknown.yaml: unknown config key ppo.clip"):
+        load_config(unknown)

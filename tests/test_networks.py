@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from conftest import DNCNN_WEIGHTS, needs_shared
+from r3l.errors import R3LError
+from r3l.networks import (
+    DNCNN_TO_ACTOR_CRITIC, ActorCritic, DnCNN, R3N, dncnn_from_weights, init_from_dncnn, receptive_radius,
+)
+
+
+def count(params):
+    return sum(p.numel() for p in params)
+
+
+def test_actor_critic_matches_paper_parameter_counts():
+    net = ActorCritic(channels=1, n_actions=27, features=64)
+    assert count(net.parameters()) == 275_292
+    assert count(list(net.encoder.parameters()) + list(net.policy.parameters())) == 200_859
+    dilations = [m.dilation[0] for m in net.encoder if isinstance(m, torch.nn.Conv2d)]
+    assert dilations == [1, 2, 3, 4]
+    assert [m.dilation[0] for m in net.policy if isinstance(m, torch.nn.Conv2d)] == [3, 2, 1]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes_for_gray_and_colour(channels):
+    net = ActorCritic(channels=channels, n_actions=9, features=8)
+    logits, value = net(torch.rand(2, channels, 13, 17))
+    assert logits.shape == (2, channels, 9, 13, 17)
+    assert value.shape == (2, channels, 13, 17)
+    assert R3N(channels, 8)(torch.rand(1, channels, 9, 9)).shape == (1, channels, 9, 9)
+
+
+def test_small_head_init_starts_near_no_change():
+    net = ActorCritic(1, 27, 8, head_init="small")
+    probs = torch.softmax(net.policy_logits(torch.rand(1, 1, 8, 8)), dim=2)
+    assert probs[0, 0, :, 0, 0].argmax().item() == 13
+
+
+def test_receptive_radius():
+    # encoder 1+2+3+4, policy head 3+2+1 (value head counted too: the sum over all convs)
+    assert receptive_radius(ActorCritic(1, 27, 8)) == 10 + 6 + 6
+    assert receptive_radius(DnCNN(1, 8, 17)) == 17
+
+
+@needs_shared
+def test_dncnn_mapping_copies_exactly_the_right_tensors():
+    state = torch.load(DNCNN_WEIGHTS, weights_only=True)
+    net = ActorCritic(1, 27, 64)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    init_from_dncnn(net, DNCNN_WEIGHTS)
+    after = net.state_dict()
+    copied = set()
+    for ours, theirs in DNCNN_TO_ACTOR_CRITIC.items():
+        for suffix in ("weight", "bias"):
+            assert torch.equal(after[f"{ours}.{suffix}"], state[f"{theirs}.{suffix}"])
+            copied.add(f"{ours}.{suffix}")
+    assert len(copied) == 14
+    for key in after.keys() - copied:  # first conv and both output convs keep their own init
+        assert torch.equal(after[key], before[key]), key
+    assert torch.equal(after["encoder.2.weight"], state["model.6.weight"])
+    assert torch.equal(after["value.0.weight"], state["model.24.weight"])
+
+
+@needs_shared
+def test_dncnn_weights_load_into_plain_dncnn():
+    net = dncnn_from_weights(DNCNN_WEIGHTS)
+    assert count(net.parameters()) == 555_137
+    state = torch.load(DNCNN_WEIGHTS, weights_only=True)
+    assert torch.equal(net.state_dict()["model.32.weight"], state["model.32.weight"])
+
+
+@needs_shared
+def test_dncnn_mapping_rejects_wrong_width():
+    with pytest.raises(R3LError, match="model.features must be 64"):
+        init_from_dncnn(ActorCritic(1, 27, 32), DNCNN_WEIGHTS)
+
+
+def test_dncnn_file_errors(tmp_path):
+    with pytest.raises(R3LError, match="not found"):
+        dncnn_from_weights(tmp_path / "missing.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a pickle")
+    with pytest.raises(R3LError, match="bad.pth"):
+        dncnn_from_weights(bad)
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3)}, other)
+    with pytest.raises(R3LError, match="no DnCNN layers"):
+        dncnn_from_weights(other)
