@@ -61,6 +61,8 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         self.device = pick_device(cfg.train.device)
+        if self.device.type == "cuda" and not cfg.train.deterministic:
+            torch.backends.cudnn.benchmark = True  # fixed crop shapes: autotuned kernels pay off at once
         torch.manual_seed(cfg.seed)
 
         self.train_images = load_images(cfg.data.train, cfg.model.channels, "data.train")
@@ -122,6 +124,18 @@ class Trainer:
         buf.compute_returns_and_advantage(self.cfg.ppo.gamma, self.cfg.ppo.gae_lambda)
         return buf, batch_psnr(state, clean) - start_psnr
 
+    def run_episode(self, episode: int, clean: torch.Tensor, generator: torch.Generator) -> dict:
+        """One rollout on ``clean`` and one PPO update; diagnostics stay on the device."""
+        generator.manual_seed(episode_seed(self.cfg.seed, episode, 0))
+        buf, gain = self.rollout(clean, generator)
+        lr = learning_rate(self.cfg.ppo, episode, self.cfg.train.episodes)
+        self.ppo.set_lr(lr)
+        stats = self.ppo.update(buf, generator)
+        stats["charts/episode_reward"] = buf.rewards.sum(0).mean()
+        stats["charts/psnr_gain"] = gain.mean()
+        stats["charts/learning_rate"] = lr
+        return stats
+
     def train(self, stop_at: int | None = None) -> dict[str, float]:
         """Run episodes ``start … train.episodes−1`` (or until ``stop_at``); returns the last logged metrics."""
         cfg, tc = self.cfg, self.cfg.train
@@ -139,13 +153,8 @@ class Trainer:
         try:
             for episode, clean in enumerate(loader, start=self.start_episode):
                 clean = clean.to(self.device, non_blocking=True)
-                generator.manual_seed(episode_seed(cfg.seed, episode, 0))
-                buf, gain = self.rollout(clean, generator)
-                lr = learning_rate(cfg.ppo, episode, tc.episodes)
-                self.ppo.set_lr(lr)
-                stats = self.ppo.update(buf, generator)
-                stats["charts/episode_reward"] = buf.rewards.sum(0).mean()
-                stats["charts/psnr_gain"] = gain.mean()
+                stats = self.run_episode(episode, clean, generator)
+                lr = stats.pop("charts/learning_rate")
                 for name, value in stats.items():
                     pending.setdefault(name, []).append(value)
                 pixel_steps += clean.numel() * self.env.steps
