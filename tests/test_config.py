@@ -13,6 +13,9 @@ def test_presets_and_overrides():
     over = from_dict({"preset": "seed", "ppo": {"lr": 5e-4}}, ["data.crop=64", "env.sigma=[10, 50]"])
     assert over.ppo.lr == 5e-4 and over.ppo.epochs == SEED_PRESET["ppo"]["epochs"]
     assert over.data.crop == 64 and over.env.sigma == [10.0, 50.0]
+    # YAML reads 1e-3 without a dot as a string; it is still a number here.
+    assert from_dict({"ppo": {"lr": "1e-3"}}, ["ppo.adam_eps=1e-6"]).ppo.adam_eps == 1e-6
+    assert from_dict({}, ["ppo.lr=1e-3"]).ppo.lr == 1e-3
 
 
 @pytest.mark.parametrize("name", ["r3l_gray_sigma25", "r3l_gray_sigma35", "seed_preset_sigma25", "demo"])

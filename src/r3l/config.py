@@ -202,6 +202,12 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, bool):
             return value
         raise R3LError(f"config key {key}: expected true or false, got {value!r}")
+    if isinstance(value, str) and hint in (int, float):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; a number is what the user meant.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
