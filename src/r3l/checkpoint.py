@@ -49,8 +49,17 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
-    """Write atomically (temporary file, fsync, rename): the old file stays until the new one is whole."""
+def previous_path(path: str | Path) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint it replaced (``last.prev.safetensors``)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint, keep_previous: bool = False) -> None:
+    """Write atomically (temporary file, fsync, rename): the old file stays until the new one is whole.
+
+    ``keep_previous`` keeps the replaced file as :func:`previous_path` for resuming if the newest is damaged.
+    """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.model.items()}
     if ckpt.optim_state is not None:
         for index, state in ckpt.optim_state.items():
@@ -66,7 +75,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
         "optim_groups": ckpt.optim_groups,
         "sha256": _digest(tensors),
     }
-    atomic_write_bytes(path, st_save(tensors, metadata={"r3l": json.dumps(meta)}))
+    backup = previous_path(path) if keep_previous else None
+    atomic_write_bytes(path, st_save(tensors, metadata={"r3l": json.dumps(meta)}), backup)
 
 
 def _read_metadata(raw: bytes, path: Path) -> dict[str, Any]:

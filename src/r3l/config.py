@@ -107,6 +107,8 @@ class TrainConfig:
     """CPU threads for torch; 0 keeps torch's default."""
     tensorboard: bool = True
     progress: bool = True
+    max_bad_updates: int = 10
+    """Stop after this many updates in a row were skipped for non-finite losses or gradients."""
 
 
 @dataclass
@@ -162,7 +164,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 POSITIVE = {
     "env.n_actions", "env.steps", "env.action_step", "model.channels", "model.features", "ppo.epochs",
     "ppo.minibatches", "ppo.lr", "data.batch_size", "data.crop", "train.episodes", "train.log_every",
-    "train.val_every", "train.save_every", "ppo.adam_eps",
+    "train.val_every", "train.save_every", "ppo.adam_eps", "train.max_bad_updates",
 }
 NON_NEGATIVE = {
     "seed", "ppo.vf_coef", "ppo.ent_coef", "ppo.max_grad_norm", "ppo.target_kl", "ppo.lr_power",
@@ -273,6 +275,8 @@ def _validate(cfg: Config) -> None:
         raise R3LError(f"config key env.sigma: must not be negative, got {sigma}")
     if cfg.env.n_actions % 2 == 0:
         raise R3LError(f"config key env.n_actions: must be odd so that one action means 'no change', got {cfg.env.n_actions}")
+    if not cfg.data.train.strip():
+        raise R3LError("config key data.train: required, a folder of training images (or skimage)")
     if cfg.model.channels not in (1, 3):
         raise R3LError(f"config key model.channels: must be 1 (gray) or 3 (colour), got {cfg.model.channels}")
     if cfg.data.batch_size % cfg.ppo.minibatches:
@@ -321,7 +325,7 @@ def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> Config:
         path, value = parse_override(text)
         _apply_override(values, path, value)
     preset = values.get("preset", "default")
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise R3LError(f"config key preset: {preset!r} is not one of {', '.join(PRESETS)}")
     merged = _deep_merge(PRESETS[preset], values)
     cfg = _build(Config, merged)

@@ -8,6 +8,7 @@ first so that the size is checked against a pixel limit before any pixel is deco
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def read_header(path: str | Path) -> tuple[int, int]:
     if path.stat().st_size == 0:
         raise R3LError(f"{path}: empty file, expected an image")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the one-line error below says enough
             width, height = im.size
     except Exception:
         raise R3LError(f"{path}: not a readable image (expected PNG, JPEG, BMP or TIFF)") from None
@@ -103,7 +105,8 @@ def read_native(path: str | Path) -> np.ndarray:
 
 def _read_with_pillow(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L"):
                 return np.asarray(im, dtype=np.uint16)
@@ -181,20 +184,45 @@ def write_image(path: str | Path, image: np.ndarray, bits: int = 8, channels: in
     atomic_write_bytes(path, encoded.tobytes())
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and rename."""
+def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None = None) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and rename.
+
+    The file at ``path`` is replaced only once the new content is complete on disk. With ``backup``, the
+    previous file is first renamed there, so a crash between the two renames leaves the backup and the
+    complete temporary file, never a half-written ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise R3LError(f"{path.parent}: could not create the folder ({exc.strerror or exc})") from None
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if backup is not None and path.exists():
+            os.replace(path, backup)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise R3LError(f"{path}: could not write ({exc.strerror or exc})") from None
+        raise R3LError(f"{path}: could not write ({exc.strerror or exc}); the previous file is unchanged") from None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable (a no-op where folders cannot be opened, e.g. on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -135,13 +135,35 @@ class PPO:
 
     def __init__(self, net: nn.Module, cfg: PPOConfig):
         self.net, self.cfg = net, cfg
+        # capturable keeps Adam's step counter on the GPU, so neither the step nor guarded_step syncs.
+        on_cuda = next(net.parameters()).is_cuda
         self.optimizer = torch.optim.Adam(
-            net.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+            net.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, capturable=on_cuda
         )
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+    def guarded_step(self, finite: torch.Tensor) -> None:
+        """``optimizer.step()`` whose effect is undone on the device where ``finite`` is false.
+
+        Parameters and Adam's state are snapshotted and restored with ``torch.where``, so a non-finite
+        loss or gradient never reaches the weights, and no value is read back to the host. The network
+        is small (about 0.3 M parameters), so the copies cost little next to the convolutions.
+        """
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        saved_params = [p.detach().clone() for p in params]
+        saved_state = [{k: v.clone() for k, v in self.optimizer.state[p].items() if torch.is_tensor(v)}
+                       for p in params]
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, old_p, old_state in zip(params, saved_params, saved_state):
+                p.copy_(torch.where(finite, p, old_p))
+                for key, value in self.optimizer.state[p].items():
+                    if torch.is_tensor(value):
+                        previous = old_state.get(key, torch.zeros_like(value))
+                        value.copy_(torch.where(finite, value, previous))
 
     def update(self, buf: RolloutBuffer, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """K epochs over minibatches of whole images; returns device-side diagnostics (no host sync)."""
@@ -155,6 +177,7 @@ class PPO:
         device = buf.states.device
         sums: dict[str, torch.Tensor] = {}
         count = 0
+        skipped = torch.zeros((), device=device)
         stopped = torch.zeros((), device=device)
         for _ in range(cfg.epochs):
             order = torch.randperm(batch, device=device, generator=generator) if cfg.minibatches > 1 else None
@@ -172,12 +195,11 @@ class PPO:
                 )
                 self.optimizer.zero_grad(set_to_none=True)
                 parts.total.backward()
-                if cfg.max_grad_norm > 0:
-                    grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
-                else:
-                    grad_norm = torch.sqrt(sum(p.grad.float().square().sum() for p in self.net.parameters()
-                                               if p.grad is not None))
-                self.optimizer.step()
+                max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+                grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), max_norm)
+                finite = torch.isfinite(parts.total) & torch.isfinite(grad_norm)
+                self.guarded_step(finite)
+                skipped = skipped + (~finite).float()
                 for name, value in (
                     ("losses/policy_loss", parts.policy), ("losses/value_loss", parts.value),
                     ("losses/entropy", parts.entropy), ("losses/approx_kl", parts.approx_kl),
@@ -191,6 +213,8 @@ class PPO:
                     stopped = torch.ones((), device=device)
                     break
         stats = {k: v / count for k, v in sums.items()}
+        stats["health/skipped_steps"] = skipped
+        stats["health/bad_update"] = (skipped > 0).float()
         returns, values = buf.returns, buf.values
         var_returns = returns.var()
         stats["losses/explained_variance"] = 1.0 - (returns - values).var() / var_returns.clamp_min(1e-12)

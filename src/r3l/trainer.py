@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from r3l.checkpoint import (
-    Checkpoint, load_checkpoint, load_weights, optimizer_state, restore_optimizer, save_checkpoint,
+    Checkpoint, load_checkpoint, load_weights, optimizer_state, previous_path, restore_optimizer, save_checkpoint,
 )
 from r3l.config import Config, expand_path, save_config
 from r3l.data import NamedImage, check_crop, load_images, make_train_loader
@@ -74,22 +74,47 @@ class Trainer:
         self.env = make_env(cfg.env)
         self.arch = architecture(cfg)
         self.start_episode, self.best_psnr = 0, float("-inf")
-        if resume and self.last_path.is_file():
-            ckpt = load_checkpoint(self.last_path, with_training_state=True)
+        if resume:
+            path, ckpt = self._resume_checkpoint()
             self.net = ActorCritic(cfg.model.channels, cfg.env.n_actions, cfg.model.features, cfg.model.head_init)
-            load_weights(self.net, ckpt, self.arch, self.last_path)
+            load_weights(self.net, ckpt, self.arch, path)
             self.net.to(self.device)
             self.ppo = PPO(self.net, cfg.ppo)
-            restore_optimizer(self.ppo.optimizer, ckpt, self.last_path)
+            restore_optimizer(self.ppo.optimizer, ckpt, path)
             self.start_episode = ckpt.episode
-            self.best_psnr = ckpt.info.get("best_val_psnr", float("-inf"))
-        elif resume:
-            raise R3LError(f"{self.last_path}: nothing to resume (no checkpoint in this run directory)")
+            self.best_psnr = self._best_so_far(ckpt)
         else:
             self.net = build_actor_critic(cfg).to(self.device)
             self.ppo = PPO(self.net, cfg.ppo)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
+
+    def _resume_checkpoint(self) -> tuple[Path, Checkpoint]:
+        """The newest checkpoint that loads and verifies: ``last``, else the one it replaced."""
+        candidates = [p for p in (self.last_path, previous_path(self.last_path)) if p.is_file()]
+        if not candidates:
+            raise R3LError(f"{self.last_path}: nothing to resume (no checkpoint in this run directory)")
+        errors = []
+        for path in candidates:
+            try:
+                ckpt = load_checkpoint(path, with_training_state=True)
+            except R3LError as exc:
+                errors.append(str(exc))
+                continue
+            if errors:
+                warnings.warn(f"{errors[0]}; resuming from {path.name} (episode {ckpt.episode})", stacklevel=2)
+            return path, ckpt
+        raise R3LError("; ".join(errors) + "; no usable checkpoint to resume from")
+
+    def _best_so_far(self, ckpt: Checkpoint) -> float:
+        """The best validation PSNR, also when ``best`` was written after the checkpoint being resumed."""
+        best = ckpt.info.get("best_val_psnr", float("-inf"))
+        if self.best_path.is_file():
+            try:
+                best = max(best, load_checkpoint(self.best_path).info.get("best_val_psnr", best))
+            except R3LError:
+                pass
+        return best
 
     def _checkpoint(self, episode: int, with_optimizer: bool) -> Checkpoint:
         state, groups = optimizer_state(self.ppo.optimizer) if with_optimizer else (None, None)
@@ -149,12 +174,15 @@ class Trainer:
         self.net.train()
         tick, pixel_steps = time.perf_counter(), 0
         bar = tqdm(total=tc.episodes, initial=self.start_episode, desc="train", unit="ep", disable=not tc.progress)
-        episode = self.start_episode
+        bad_run = torch.zeros((), device=self.device)
+        longest_bad = torch.zeros((), device=self.device)
         try:
             for episode, clean in enumerate(loader, start=self.start_episode):
                 clean = clean.to(self.device, non_blocking=True)
                 stats = self.run_episode(episode, clean, generator)
                 lr = stats.pop("charts/learning_rate")
+                bad_run = torch.where(stats["health/bad_update"] > 0, bad_run + 1, torch.zeros_like(bad_run))
+                longest_bad = torch.maximum(longest_bad, bad_run)
                 for name, value in stats.items():
                     pending.setdefault(name, []).append(value)
                 pixel_steps += clean.numel() * self.env.steps
@@ -162,6 +190,14 @@ class Trainer:
                 bar.update(1)
                 if done % tc.log_every == 0 or done == end:
                     last = {k: float(torch.stack(v).float().mean()) for k, v in pending.items()}
+                    last["health/skipped_steps"] *= len(pending["health/skipped_steps"])
+                    last["health/bad_update"] *= len(pending["health/bad_update"])
+                    if int(longest_bad) >= tc.max_bad_updates:
+                        raise R3LError(
+                            f"training stopped at episode {done}: {int(longest_bad)} updates in a row had "
+                            f"non-finite losses, rewards or gradients and were skipped; the last good "
+                            f"checkpoint is {self.last_path}"
+                        )
                     pending.clear()
                     now = time.perf_counter()
                     last["charts/learning_rate"] = lr
@@ -177,7 +213,7 @@ class Trainer:
                         self.best_psnr = psnr
                         save_checkpoint(self.best_path, self._checkpoint(done, with_optimizer=False))
                 if done % tc.save_every == 0 or done == end:
-                    save_checkpoint(self.last_path, self._checkpoint(done, with_optimizer=True))
+                    save_checkpoint(self.last_path, self._checkpoint(done, with_optimizer=True), keep_previous=True)
         finally:
             bar.close()
             logger.close()
