@@ -24,6 +24,9 @@ DEFAULT_MAX_PIXELS = 1 << 28
 
 # Pillow's own bomb check would raise before ours with a less specific message.
 Image.MAX_IMAGE_PIXELS = None
+# OpenCV would print its own decoder messages to stderr next to r3l's one-line error.
+if hasattr(cv2, "setLogLevel"):
+    cv2.setLogLevel(0)
 
 
 def max_pixels() -> int:
@@ -49,9 +52,8 @@ class ImageInfo:
     bits: int
 
 
-def read_header(path: str | Path) -> tuple[int, int]:
-    """Return ``(height, width)`` from the file header without decoding pixels."""
-    path = Path(path)
+def _open_checked(path: Path) -> bool:
+    """Check that ``path`` is an image within the pixel limit; return whether it holds 16-bit colour."""
     if not path.is_file():
         raise R3LError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -60,6 +62,9 @@ def read_header(path: str | Path) -> tuple[int, int]:
         with warnings.catch_warnings(), Image.open(path) as im:
             warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the one-line error below says enough
             width, height = im.size
+            rawmode = str(im.tile[0][3][0] if im.tile and isinstance(im.tile[0][3], tuple)
+                          else im.tile[0][3] if im.tile else "")
+            deep_colour = im.mode in ("RGB", "RGBA") and ";16" in rawmode
     except Exception:
         raise R3LError(f"{path}: not a readable image (expected PNG, JPEG, BMP or TIFF)") from None
     if width <= 0 or height <= 0:
@@ -69,38 +74,57 @@ def read_header(path: str | Path) -> tuple[int, int]:
         raise R3LError(
             f"{path}: {width}x{height} image exceeds the pixel limit of {limit} (set R3L_MAX_PIXELS to raise it)"
         )
-    return height, width
+    return deep_colour
+
+
+def read_header(path: str | Path) -> tuple[int, int]:
+    """Return ``(height, width)`` from the file header without decoding pixels."""
+    path = Path(path)
+    _open_checked(path)
+    with Image.open(path) as im:
+        return im.size[1], im.size[0]
 
 
 def _to_native(array: np.ndarray, path: Path) -> np.ndarray:
-    """OpenCV's decoded array as (H, W, C) RGB in uint8 or uint16, alpha dropped."""
+    """A decoded RGB-order array as (H, W, C), C = 1 or 3, in uint8 or uint16; alpha dropped."""
     if array.ndim == 2:
         array = array[:, :, None]
     channels = array.shape[2]
-    if channels == 2:  # gray + alpha
-        array = array[:, :, :1]
-    elif channels == 3:
-        array = array[:, :, ::-1]
-    elif channels == 4:
-        array = array[:, :, 2::-1]
-    elif channels != 1:
+    if channels in (2, 4):  # alpha
+        array = array[:, :, : channels - 1]
+    elif channels not in (1, 3):
         raise R3LError(f"{path}: {channels}-channel image, expected gray or colour")
     if array.dtype == np.uint8 or array.dtype == np.uint16:
         return np.ascontiguousarray(array)
+    if array.dtype in (np.int32, np.int64):
+        return np.ascontiguousarray(np.clip(array, 0, 65535).astype(np.uint16))
     if array.dtype in (np.float32, np.float64):
-        return np.ascontiguousarray(np.round(np.clip(array, 0.0, 1.0) * 65535).astype(np.uint16))
+        clean = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
+        return np.ascontiguousarray(np.round(np.clip(clean, 0.0, 1.0) * 65535).astype(np.uint16))
     raise R3LError(f"{path}: pixel type {array.dtype} not supported, expected 8- or 16-bit")
 
 
 def read_native(path: str | Path) -> np.ndarray:
-    """Decode a file to an ``(H, W, C)`` uint8 or uint16 array (C = 1 or 3, RGB order)."""
+    """Decode a file to an ``(H, W, C)`` uint8 or uint16 array (C = 1 or 3, RGB order).
+
+    Pillow decodes everything but 16-bit colour, which it would cut to 8 bits; OpenCV decodes that.
+    """
     path = Path(path)
-    read_header(path)
-    data = np.fromfile(path, dtype=np.uint8)
-    array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION)
-    if array is None or array.size == 0:
-        array = _read_with_pillow(path)
+    array = _read_with_opencv(path) if _open_checked(path) else _read_with_pillow(path)
     return _to_native(array, path)
+
+
+def _read_with_opencv(path: Path) -> np.ndarray:
+    try:
+        array = cv2.imdecode(np.fromfile(path, dtype=np.uint8),
+                             cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        array = None
+    if array is None or array.size == 0:
+        raise R3LError(f"{path}: corrupt or truncated image, could not decode its pixels")
+    if array.ndim == 3 and array.shape[2] >= 3:
+        array = array[:, :, [2, 1, 0, *range(3, array.shape[2])]]
+    return array
 
 
 def _read_with_pillow(path: Path) -> np.ndarray:
@@ -108,18 +132,19 @@ def _read_with_pillow(path: Path) -> np.ndarray:
         with warnings.catch_warnings(), Image.open(path) as im:
             warnings.simplefilter("ignore")
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L"):
+            if im.mode.startswith("I;16"):
                 return np.asarray(im, dtype=np.uint16)
-            if im.mode in ("1", "L", "P", "LA", "PA"):
-                im = im.convert("RGBA" if im.mode in ("P", "PA") else "L")
-            elif im.mode != "RGB":
-                im = im.convert("RGB")
-            array = np.asarray(im)
+            if im.mode in ("I", "F", "L", "RGB", "RGBA"):
+                return np.asarray(im)
+            if im.mode in ("P", "PA"):
+                return np.asarray(im.convert("RGBA"))
+            if im.mode in ("1", "LA", "La"):
+                return np.asarray(im.convert("L"))
+            return np.asarray(im.convert("RGB"))
+    except R3LError:
+        raise
     except Exception:
         raise R3LError(f"{path}: corrupt or truncated image, could not decode its pixels") from None
-    if array.ndim == 3 and array.shape[2] >= 3:
-        return array[:, :, 2::-1] if array.shape[2] == 3 else array[:, :, [2, 1, 0, 3]]
-    return array
 
 
 def to_channels(native: np.ndarray, channels: int) -> np.ndarray:

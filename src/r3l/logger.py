@@ -10,7 +10,12 @@ from pathlib import Path
 class MetricLogger:
     def __init__(self, run_dir: Path, tensorboard: bool = True):
         self.path = run_dir / "metrics.jsonl"
-        self.file = open(self.path, "a", buffering=1)
+        try:
+            self.file = open(self.path, "a", buffering=1)
+        except OSError as exc:
+            from r3l.errors import R3LError
+
+            raise R3LError(f"{self.path}: cannot write the metrics log ({exc.strerror or exc})") from None
         self.writer = None
         if tensorboard:
             try:

@@ -86,7 +86,10 @@ class Trainer:
         else:
             self.net = build_actor_critic(cfg).to(self.device)
             self.ppo = PPO(self.net, cfg.ppo)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise R3LError(f"{self.run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
         save_config(cfg, self.run_dir / "config.yaml")
 
     def _resume_checkpoint(self) -> tuple[Path, Checkpoint]:
