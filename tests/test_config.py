@@ -18,7 +18,8 @@ def test_presets_and_overrides():
     assert from_dict({}, ["ppo.lr=1e-3"]).ppo.lr == 1e-3
 
 
-@pytest.mark.parametrize("name", ["r3l_gray_sigma25", "r3l_gray_sigma35", "seed_preset_sigma25", "demo"])
+@pytest.mark.parametrize("name", ["r3l_gray_sigma25", "r3l_gray_sigma35", "seed_preset_sigma25", "demo",
+                                  "r3n_gray_sigma25", "r3n_gray_sigma35", "dncnn_gray_sigma25", "dncnn_gray_sigma35"])
 def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert cfg.name == name

@@ -4,7 +4,8 @@ import torch
 from conftest import DNCNN_WEIGHTS, needs_shared
 from r3l.errors import R3LError
 from r3l.networks import (
-    DNCNN_TO_ACTOR_CRITIC, ActorCritic, DnCNN, R3N, dncnn_from_weights, init_from_dncnn, receptive_radius,
+    DNCNN_TO_ACTOR_CRITIC, DNCNN_TO_R3N, ActorCritic, DnCNN, R3N, dncnn_from_weights, init_from_dncnn,
+    receptive_radius,
 )
 
 
@@ -86,3 +87,17 @@ def test_dncnn_file_errors(tmp_path):
     torch.save({"conv.weight": torch.zeros(3)}, other)
     with pytest.raises(R3LError, match="no DnCNN layers"):
         dncnn_from_weights(other)
+
+
+@needs_shared
+def test_r3n_and_dncnn_initialisation_from_kair():
+    state = torch.load(DNCNN_WEIGHTS, weights_only=True)
+    r3n = R3N(1, 64)
+    init_from_dncnn(r3n, DNCNN_WEIGHTS)
+    for ours, theirs in DNCNN_TO_R3N.items():
+        assert torch.equal(r3n.state_dict()[f"{ours}.weight"], state[f"{theirs}.weight"])
+    dncnn = DnCNN(1, 64, 17)
+    init_from_dncnn(dncnn, DNCNN_WEIGHTS)
+    assert all(torch.equal(dncnn.state_dict()[k], state[k]) for k in state)
+    with pytest.raises(R3LError, match="17-layer DnCNN"):
+        init_from_dncnn(DnCNN(1, 64, 9), DNCNN_WEIGHTS)

@@ -67,3 +67,26 @@ def test_training_writes_run_directory(tiny_folder):
                 "charts/learning_rate", "charts/pixel_steps_per_s", "val/psnr"):
         assert key in logged, key
     assert all(np.isfinite(v) for line in lines for v in line.values())
+
+
+@pytest.mark.parametrize("model,extra", [("r3n", {}), ("dncnn", {"depth": 5})])
+def test_supervised_baselines_lower_the_mse(tmp_path, model, extra):
+    cfg = from_dict({
+        "model": {"name": model, "init": "scratch", "features": 16, "head_init": "small", **extra},
+        "supervised": {"lr": 1e-3, "lr_schedule": "constant"},
+        "data": {"train": "skimage", "val": "", "batch_size": 8, "crop": 40, "workers": 0},
+        "train": {"episodes": 60, "log_every": 10, "save_every": 60, "device": "cpu", "progress": False,
+                  "tensorboard": False},
+    })
+    Trainer(cfg, tmp_path / "run").train()
+    import json
+
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["losses/mse"] < 0.7 * lines[0]["losses/mse"]
+    den = Denoiser.from_checkpoint(tmp_path / "run" / "best.safetensors", "cpu")
+    assert den.arch["name"] == model
+    images = load_images("skimage-test", 1)
+    for im in images:
+        im.native = im.native[200:328, 200:328]
+    s = summarize(evaluate(den, images, [25.0], progress=False))["25"]
+    assert s["psnr"] > s["psnr_noisy"] + 1.0

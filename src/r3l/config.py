@@ -40,7 +40,7 @@ class EnvConfig:
 @dataclass
 class ModelConfig:
     name: str = "r3l"
-    """``r3l`` (actor-critic), ``r3n`` or ``dncnn``."""
+    """``r3l`` (actor-critic, PPO), ``r3n`` or ``dncnn`` (both trained with MSE, see ``supervised``)."""
     channels: int = 1
     features: int = 64
     init: str = "dncnn"
@@ -48,6 +48,8 @@ class ModelConfig:
     dncnn_weights: str = "${R3L_WEIGHTS}/dncnn_25.pth"
     head_init: str = "kaiming"
     """Output convolutions: ``kaiming`` (as the original) or ``small`` (near-uniform first policy)."""
+    depth: int = 17
+    """DnCNN only: number of convolutions."""
 
 
 @dataclass
@@ -72,6 +74,17 @@ class PPOConfig:
     """``poly`` (lr·(1−e/E)^power, the original's), ``cosine`` or ``constant``."""
     lr_power: float = 0.9
     adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SupervisedConfig:
+    """Training of the deterministic baselines (``model.name`` ``r3n`` or ``dncnn``) with MSE."""
+
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    lr_power: float = 0.9
+    max_grad_norm: float = 0.0
     weight_decay: float = 0.0
 
 
@@ -119,6 +132,7 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -159,17 +173,20 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.head_init": ("kaiming", "small"),
     "ppo.value_loss": ("smooth_l1", "mse"),
     "ppo.lr_schedule": ("poly", "cosine", "constant"),
+    "supervised.lr_schedule": ("poly", "cosine", "constant"),
 }
 
 POSITIVE = {
     "env.n_actions", "env.steps", "env.action_step", "model.channels", "model.features", "ppo.epochs",
     "ppo.minibatches", "ppo.lr", "data.batch_size", "data.crop", "train.episodes", "train.log_every",
-    "train.val_every", "train.save_every", "ppo.adam_eps", "train.max_bad_updates",
+    "train.val_every", "train.save_every", "ppo.adam_eps", "train.max_bad_updates", "supervised.lr",
+    "model.depth",
 }
 NON_NEGATIVE = {
     "seed", "ppo.vf_coef", "ppo.ent_coef", "ppo.max_grad_norm", "ppo.target_kl", "ppo.lr_power",
     "ppo.weight_decay", "data.workers", "data.val_sigma", "data.val_max_images", "data.val_seed",
-    "data.rotate_degrees", "train.threads",
+    "data.rotate_degrees", "train.threads", "supervised.lr_power", "supervised.max_grad_norm",
+    "supervised.weight_decay",
 }
 UNIT_INTERVAL = {"ppo.gamma", "ppo.gae_lambda", "data.hflip", "data.rotate_prob"}
 

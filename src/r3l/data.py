@@ -7,6 +7,7 @@ whichever worker builds it and whether or not the run was resumed.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,13 +151,14 @@ def make_train_loader(
 ) -> DataLoader:
     """Batches for episodes ``start … episodes−1`` in order, built by ``cfg.workers`` processes."""
     dataset = EpisodeBatches(images, cfg, seed, episodes)
+    workers = min(cfg.workers, os.cpu_count() or 1)  # more processes than cores only slow the loop down
     return DataLoader(
         dataset,
         batch_size=None,
         sampler=range(start, episodes),
-        num_workers=cfg.workers,
+        num_workers=workers,
         pin_memory=pin_memory,
-        prefetch_factor=4 if cfg.workers else None,
+        prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -77,12 +76,14 @@ class ActorCritic(nn.Module):
 class R3N(nn.Module):
     """The deterministic counterpart of R3L: the same encoder and a tanh residual head, applied recurrently."""
 
-    def __init__(self, channels: int = 1, features: int = 64, steps: int = 6):
+    def __init__(self, channels: int = 1, features: int = 64, steps: int = 6, head_init: str = "kaiming"):
         super().__init__()
         self.channels, self.features, self.steps = channels, features, steps
         self.encoder = _encoder(channels, features)
         self.head = _head(features, channels)
         _kaiming(self)
+        if head_init == "small":  # start as the identity: every step adds almost nothing
+            nn.init.normal_(self.head[-1].weight, std=1e-3)
 
     def forward(self, noisy: torch.Tensor) -> torch.Tensor:
         """Final estimate ``(B, C, H, W)`` after ``steps`` updates ``I ← I + tanh(f(I))``."""
@@ -113,6 +114,15 @@ class DnCNN(nn.Module):
         return noisy - self.model(noisy)
 
 
+#: R3N shares R3L's encoder, and its head has the shape of the policy head: the same layers are copied.
+DNCNN_TO_R3N = {
+    "encoder.2": "model.6",
+    "encoder.4": "model.12",
+    "encoder.6": "model.18",
+    "head.0": "model.24",
+    "head.2": "model.30",
+}
+
 #: Actor-critic parameter ← DnCNN parameter (the paper code's initialisation).
 DNCNN_TO_ACTOR_CRITIC = {
     "encoder.2": "model.6",
@@ -123,10 +133,6 @@ DNCNN_TO_ACTOR_CRITIC = {
     "value.0": "model.24",
     "value.2": "model.30",
 }
-
-
-def default_weights_path() -> str:
-    return os.path.join(os.environ.get("R3L_WEIGHTS", ""), "dncnn_25.pth")
 
 
 def load_dncnn_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -158,12 +164,24 @@ def dncnn_from_weights(path: str | Path) -> DnCNN:
     return net
 
 
-def init_from_dncnn(net: ActorCritic, path: str | Path) -> None:
-    """Copy the middle DnCNN convolutions into ``net`` as the original code does (spec, "Initialisation")."""
+def init_from_dncnn(net: nn.Module, path: str | Path) -> None:
+    """Initialise ``net`` from KAIR's DnCNN weights.
+
+    R3L's actor-critic and R3N get the middle DnCNN convolutions as the original code does (spec,
+    "Initialisation"); a DnCNN of the same shape gets all of them.
+    """
+    if isinstance(net, DnCNN):
+        source = dncnn_from_weights(path)
+        if source.state_dict().keys() != net.state_dict().keys() or source.channels != net.channels:
+            raise R3LError(f"{path}: holds a {source.depth}-layer DnCNN for {source.channels} channel(s); "
+                           f"the model is {net.depth} layers for {net.channels}")
+        net.load_state_dict(source.state_dict())
+        return
+    mapping = DNCNN_TO_R3N if isinstance(net, R3N) else DNCNN_TO_ACTOR_CRITIC
     state = load_dncnn_state(path)
     params = dict(net.named_parameters())
     with torch.no_grad():
-        for ours, theirs in DNCNN_TO_ACTOR_CRITIC.items():
+        for ours, theirs in mapping.items():
             for suffix in ("weight", "bias"):
                 src_key, dst_key = f"{theirs}.{suffix}", f"{ours}.{suffix}"
                 if src_key not in state:
@@ -183,7 +201,7 @@ def build_network(arch: dict) -> nn.Module:
     if kind == "r3l":
         return ActorCritic(arch["channels"], arch["n_actions"], arch["features"], arch.get("head_init", "kaiming"))
     if kind == "r3n":
-        return R3N(arch["channels"], arch["features"], arch["steps"])
+        return R3N(arch["channels"], arch["features"], arch["steps"], arch.get("head_init", "kaiming"))
     if kind == "dncnn":
         return DnCNN(arch["channels"], arch["features"], arch.get("depth", 17))
     raise R3LError(f"unknown network {kind!r}, expected r3l, r3n or dncnn")

@@ -6,7 +6,6 @@ nothing about images or noise; the trainer wires it to an environment.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from r3l.config import PPOConfig
+from r3l.optim import clipped_backward, guarded_step, make_adam
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -120,50 +120,12 @@ def ppo_loss(
     return LossParts(total, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac)
 
 
-def learning_rate(cfg: PPOConfig, episode: int, episodes: int) -> float:
-    """The learning rate for ``episode`` (0-based) of ``episodes``; a pure function, so resuming needs no state."""
-    progress = min(episode / max(episodes, 1), 1.0)
-    if cfg.lr_schedule == "poly":
-        return cfg.lr * (1.0 - progress) ** cfg.lr_power
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.lr
-
-
 class PPO:
     """Owns the optimiser and the update; the network maps states to ``(logits, values)``."""
 
     def __init__(self, net: nn.Module, cfg: PPOConfig):
         self.net, self.cfg = net, cfg
-        # capturable keeps Adam's step counter on the GPU, so neither the step nor guarded_step syncs.
-        on_cuda = next(net.parameters()).is_cuda
-        self.optimizer = torch.optim.Adam(
-            net.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, capturable=on_cuda
-        )
-
-    def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def guarded_step(self, finite: torch.Tensor) -> None:
-        """``optimizer.step()`` whose effect is undone on the device where ``finite`` is false.
-
-        Parameters and Adam's state are snapshotted and restored with ``torch.where``, so a non-finite
-        loss or gradient never reaches the weights, and no value is read back to the host. The network
-        is small (about 0.3 M parameters), so the copies cost little next to the convolutions.
-        """
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        saved_params = [p.detach().clone() for p in params]
-        saved_state = [{k: v.clone() for k, v in self.optimizer.state[p].items() if torch.is_tensor(v)}
-                       for p in params]
-        self.optimizer.step()
-        with torch.no_grad():
-            for p, old_p, old_state in zip(params, saved_params, saved_state):
-                p.copy_(torch.where(finite, p, old_p))
-                for key, value in self.optimizer.state[p].items():
-                    if torch.is_tensor(value):
-                        previous = old_state.get(key, torch.zeros_like(value))
-                        value.copy_(torch.where(finite, value, previous))
+        self.optimizer = make_adam(net, cfg.lr, cfg.adam_eps, cfg.weight_decay)
 
     def update(self, buf: RolloutBuffer, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """K epochs over minibatches of whole images; returns device-side diagnostics (no host sync)."""
@@ -194,11 +156,8 @@ class PPO:
                     new_logp, take(buf.log_probs), take(advantages), values.float(), take(buf.returns), entropy, cfg
                 )
                 self.optimizer.zero_grad(set_to_none=True)
-                parts.total.backward()
-                max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
-                grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), max_norm)
-                finite = torch.isfinite(parts.total) & torch.isfinite(grad_norm)
-                self.guarded_step(finite)
+                grad_norm, finite = clipped_backward(parts.total, self.net, cfg.max_grad_norm)
+                guarded_step(self.optimizer, finite)
                 skipped = skipped + (~finite).float()
                 for name, value in (
                     ("losses/policy_loss", parts.policy), ("losses/value_loss", parts.value),

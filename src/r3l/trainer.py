@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from r3l.checkpoint import (
@@ -21,17 +22,22 @@ from r3l.errors import R3LError
 from r3l.evaluate import evaluate, summarize
 from r3l.logger import MetricLogger
 from r3l.metrics import batch_psnr
-from r3l.networks import ActorCritic, init_from_dncnn
-from r3l.ppo import PPO, RolloutBuffer, learning_rate, log_prob_entropy, sample_actions
+from r3l.networks import build_network, init_from_dncnn
+from r3l.optim import learning_rate, set_lr
+from r3l.ppo import PPO, RolloutBuffer, log_prob_entropy, sample_actions
+from r3l.supervised import Supervised
 
 
 def architecture(cfg: Config) -> dict:
     """What a checkpoint records to rebuild the network and its inference rule."""
-    return {
-        "name": cfg.model.name, "channels": cfg.model.channels, "features": cfg.model.features,
-        "n_actions": cfg.env.n_actions, "action_step": cfg.env.action_step, "steps": cfg.env.steps,
-        "head_init": cfg.model.head_init,
-    }
+    m = cfg.model
+    if m.name == "r3l":
+        return {"name": "r3l", "channels": m.channels, "features": m.features, "n_actions": cfg.env.n_actions,
+                "action_step": cfg.env.action_step, "steps": cfg.env.steps, "head_init": m.head_init}
+    if m.name == "r3n":
+        return {"name": "r3n", "channels": m.channels, "features": m.features, "steps": cfg.env.steps,
+                "head_init": m.head_init}
+    return {"name": "dncnn", "channels": m.channels, "features": m.features, "depth": m.depth}
 
 
 def episode_seed(seed: int, episode: int, stream: int) -> int:
@@ -39,20 +45,19 @@ def episode_seed(seed: int, episode: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, stream, episode]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def build_actor_critic(cfg: Config) -> ActorCritic:
-    net = ActorCritic(cfg.model.channels, cfg.env.n_actions, cfg.model.features, cfg.model.head_init)
+def build_model(cfg: Config) -> nn.Module:
+    """The configured network, initialised from scratch or from KAIR's DnCNN weights."""
+    net = build_network(architecture(cfg))
     if cfg.model.init == "dncnn":
         init_from_dncnn(net, expand_path(cfg.model.dncnn_weights, "model.dncnn_weights"))
     return net
 
 
 class Trainer:
-    """Trains an R3L actor-critic as ``cfg`` says, in ``run_dir`` (``last.safetensors``, ``best.safetensors``,
-    ``config.yaml``, ``metrics.jsonl``, ``tensorboard/``)."""
+    """Trains the configured model in ``run_dir`` (``last.safetensors``, ``best.safetensors``, ``config.yaml``,
+    ``metrics.jsonl``, ``tensorboard/``): R3L with pixel-wise PPO, R3N and DnCNN with MSE."""
 
     def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False):
-        if cfg.model.name != "r3l":
-            raise R3LError(f"config key model.name: training {cfg.model.name!r} is not supported yet; use r3l")
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.last_path, self.best_path = self.run_dir / "last.safetensors", self.run_dir / "best.safetensors"
         if cfg.train.threads:
@@ -76,16 +81,21 @@ class Trainer:
         self.start_episode, self.best_psnr = 0, float("-inf")
         if resume:
             path, ckpt = self._resume_checkpoint()
-            self.net = ActorCritic(cfg.model.channels, cfg.env.n_actions, cfg.model.features, cfg.model.head_init)
+            self.net = build_network(self.arch)
             load_weights(self.net, ckpt, self.arch, path)
-            self.net.to(self.device)
+        else:
+            self.net = build_model(cfg)
+        self.net.to(self.device)
+        if cfg.model.name == "r3l":
             self.ppo = PPO(self.net, cfg.ppo)
-            restore_optimizer(self.ppo.optimizer, ckpt, path)
+            self.optimizer, self.schedule = self.ppo.optimizer, cfg.ppo
+        else:
+            self.supervised = Supervised(self.net, cfg.supervised, self.env)
+            self.optimizer, self.schedule = self.supervised.optimizer, cfg.supervised
+        if resume:
+            restore_optimizer(self.optimizer, ckpt, path)
             self.start_episode = ckpt.episode
             self.best_psnr = self._best_so_far(ckpt)
-        else:
-            self.net = build_actor_critic(cfg).to(self.device)
-            self.ppo = PPO(self.net, cfg.ppo)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -120,7 +130,7 @@ class Trainer:
         return best
 
     def _checkpoint(self, episode: int, with_optimizer: bool) -> Checkpoint:
-        state, groups = optimizer_state(self.ppo.optimizer) if with_optimizer else (None, None)
+        state, groups = optimizer_state(self.optimizer) if with_optimizer else (None, None)
         return Checkpoint(
             self.arch, self.net.state_dict(), self.cfg.to_dict(), episode,
             {"best_val_psnr": self.best_psnr}, state, groups,
@@ -153,14 +163,17 @@ class Trainer:
         return buf, batch_psnr(state, clean) - start_psnr
 
     def run_episode(self, episode: int, clean: torch.Tensor, generator: torch.Generator) -> dict:
-        """One rollout on ``clean`` and one PPO update; diagnostics stay on the device."""
+        """One rollout and PPO update (R3L) or one supervised step (R3N, DnCNN); diagnostics stay on the device."""
         generator.manual_seed(episode_seed(self.cfg.seed, episode, 0))
-        buf, gain = self.rollout(clean, generator)
-        lr = learning_rate(self.cfg.ppo, episode, self.cfg.train.episodes)
-        self.ppo.set_lr(lr)
-        stats = self.ppo.update(buf, generator)
-        stats["charts/episode_reward"] = buf.rewards.sum(0).mean()
-        stats["charts/psnr_gain"] = gain.mean()
+        lr = learning_rate(self.schedule, episode, self.cfg.train.episodes)
+        set_lr(self.optimizer, lr)
+        if self.cfg.model.name != "r3l":
+            stats = self.supervised.step(clean, generator)
+        else:
+            buf, gain = self.rollout(clean, generator)
+            stats = self.ppo.update(buf, generator)
+            stats["charts/episode_reward"] = buf.rewards.sum(0).mean()
+            stats["charts/psnr_gain"] = gain.mean()
         stats["charts/learning_rate"] = lr
         return stats
 
@@ -207,7 +220,7 @@ class Trainer:
                     last["charts/pixel_steps_per_s"] = pixel_steps / (now - tick)
                     tick, pixel_steps = now, 0
                     logger.log(done, last)
-                    bar.set_postfix(gain=f"{last['charts/psnr_gain']:.2f}dB", kl=f"{last['losses/approx_kl']:.3f}")
+                    bar.set_postfix(gain=f"{last['charts/psnr_gain']:.2f}dB")
                 if self.val_images and (done % tc.val_every == 0 or done == tc.episodes):
                     psnr = self.validate()
                     logger.log(done, {"val/psnr": psnr})
