@@ -6,13 +6,11 @@ import shutil
 from importlib.resources import files
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from r3l.config import load_config
 from r3l.data import load_images
 from r3l.denoiser import Denoiser
 from r3l.evaluate import evaluate, summarize, write_json
+from r3l.figures import grid, label
 from r3l.images import write_image
 from r3l.metrics import to_uint8
 from r3l.data import noisy_version
@@ -21,13 +19,6 @@ from r3l.trainer import Trainer
 
 def demo_config_path() -> Path:
     return Path(str(files("r3l") / "presets" / "demo.yaml"))
-
-
-def _label(tile: np.ndarray, text: str) -> np.ndarray:
-    tile = tile.copy()
-    cv2.rectangle(tile, (0, 0), (tile.shape[1], 22), 0, -1)
-    cv2.putText(tile, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1, cv2.LINE_AA)
-    return tile
 
 
 def run_demo(out_dir: Path, episodes: int, device: str, sigma: float, progress: bool = True) -> dict:
@@ -50,14 +41,12 @@ def run_demo(out_dir: Path, episodes: int, device: str, sigma: float, progress: 
         clean = im.float
         noisy = noisy_version(clean, im.name, sigma, cfg.data.val_seed)
         out = denoiser.denoise(noisy[:, :, 0])
-        tiles.append(np.hstack([
-            _label(to_uint8(noisy[:, :, 0]), f"noisy {row['psnr_noisy']:.2f} dB"),
-            _label(to_uint8(out), f"R3L {row['psnr']:.2f} dB"),
-            _label(to_uint8(clean[:, :, 0]), f"clean ({im.name})"),
-        ]))
-    width = max(t.shape[1] for t in tiles)
-    grid = np.vstack([np.pad(t, ((0, 4), (0, width - t.shape[1]))) for t in tiles])
-    write_image(out_dir / "demo.png", grid / 255.0)
+        tiles.append([
+            label(to_uint8(noisy[:, :, 0]), f"noisy {row['psnr_noisy']:.2f} dB"),
+            label(to_uint8(out), f"R3L {row['psnr']:.2f} dB"),
+            label(to_uint8(clean[:, :, 0]), f"clean ({im.name})"),
+        ])
+    write_image(out_dir / "demo.png", grid(tiles) / 255.0)
     result = {
         "sigma": sigma, "episodes": episodes, "checkpoint": str(run_dir / "best.safetensors"),
         "psnr_noisy": summary["psnr_noisy"], "psnr_denoised": summary["psnr"],

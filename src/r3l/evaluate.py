@@ -8,6 +8,7 @@ no border crop. Images of the same size are denoised together in one batch.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -22,7 +23,8 @@ from r3l.data import NamedImage, noisy_version
 from r3l.images import atomic_write_bytes, write_image
 from r3l.metrics import psnr, ssim, to_uint8
 
-FIELDS = ("image", "sigma", "psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds")
+FIELDS = ("image", "sigma", "psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds", "noisy_sha256")
+METRICS = ("psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds")
 
 
 def _groups(images: list[NamedImage], max_pixels: int) -> list[list[int]]:
@@ -45,16 +47,28 @@ def evaluate(
     save_dir: str | Path | None = None,
     max_batch_pixels: int = 1 << 22,
     progress: bool = True,
+    done: dict[tuple[str, float], dict] | None = None,
+    on_rows: Callable[[list[dict]], None] | None = None,
+    desc: str = "eval",
 ) -> list[dict]:
     """Per-image results (rows with :data:`FIELDS`) for every σ, in image order.
 
     ``denoise`` maps ``(B, C, H, W)`` float noisy images to estimates (clipped or not; they are clipped here).
+    ``done`` holds rows already computed, keyed by ``(image, σ)``: they are reused, not recomputed.
+    ``on_rows`` receives each new group of rows as soon as it exists (a resumable cache appends them).
     """
+    done = done or {}
     rows: list[dict] = []
     groups = _groups(images, max_batch_pixels)
-    bar = tqdm(total=len(images) * len(sigmas), desc="eval", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=len(images) * len(sigmas), desc=desc, unit="img", disable=not progress, leave=False)
     for sigma in sigmas:
-        for group in groups:
+        for all_members in groups:
+            group = [i for i in all_members if (images[i].name, sigma) not in done]
+            rows += [done[(images[i].name, sigma)] for i in all_members if (images[i].name, sigma) in done]
+            bar.update(len(all_members) - len(group))
+            if not group:
+                continue
+            new_rows = []
             clean = [images[i].float for i in group]
             noisy = np.stack([noisy_version(c, images[i].name, sigma, seed) for c, i in zip(clean, group)])
             batch = torch.from_numpy(noisy).permute(0, 3, 1, 2)
@@ -66,14 +80,17 @@ def evaluate(
                 clean8 = to_uint8(clean[k])
                 est8 = to_uint8(out[k].permute(1, 2, 0).numpy())
                 noisy8 = to_uint8(noisy[k])
-                rows.append({
+                new_rows.append({
                     "image": images[i].name, "sigma": sigma,
                     "psnr": psnr(est8, clean8), "ssim": ssim(est8, clean8),
                     "psnr_noisy": psnr(noisy8, clean8), "ssim_noisy": ssim(noisy8, clean8),
-                    "seconds": seconds,
+                    "seconds": seconds, "noisy_sha256": hashlib.sha256(noisy[k].tobytes()).hexdigest()[:16],
                 })
                 if save_dir is not None:
                     write_image(Path(save_dir) / f"sigma{sigma:g}" / f"{images[i].name}.png", est8 / 255.0)
+            rows += new_rows
+            if on_rows is not None:
+                on_rows(new_rows)
             bar.update(len(group))
     bar.close()
     order = {im.name: i for i, im in enumerate(images)}
@@ -89,20 +106,20 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
     return {
         f"{sigma:g}": {
             "images": len(group),
-            **{k: float(np.mean([r[k] for r in group])) for k in FIELDS if k not in ("image", "sigma")},
+            **{k: float(np.mean([r[k] for r in group])) for k in METRICS},
         }
         for sigma, group in sorted(by_sigma.items())
     }
 
 
-def write_csv(rows: list[dict], path: str | Path) -> None:
+def write_csv(rows: list[dict], path: str | Path, fields: tuple[str, ...] = FIELDS) -> None:
     import io
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) and k != "sigma" else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.4f}" if k in METRICS else v) for k, v in row.items()})
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 
