@@ -133,3 +133,25 @@ def test_dncnn_referee_reproduces_published_psnr(tmp_path, dataset, published):
     summary = json.loads(out.read_text())["summary"]["25"]
     assert summary["images"] == {"Set12": 12, "BSD68": 68}[dataset]
     assert summary["psnr"] == pytest.approx(published, abs=0.05)
+
+
+def test_denoise_explain_writes_action_maps_and_gif(trained):
+    folder, ckpt = trained
+    out = folder / "explain"
+    result = r3l("denoise", "--checkpoint", ckpt, folder / "test" / "t0.png", "-o", folder / "t0_out.png",
+                 "--explain", out)
+    assert result.returncode == 0, result.stderr
+    maps = sorted((out / "t0").glob("step*.png"))
+    assert [p.name for p in maps] == [f"step{t}.png" for t in range(1, 7)]
+    _, info = read_image(maps[0])
+    assert (info.height, info.width, info.channels) == (32, 32, 3)
+    gif = Image.open(out / "t0" / "estimate.gif")
+    assert gif.n_frames == 7 and gif.size == (32, 32 + 4)
+
+
+@needs_shared
+def test_explain_needs_an_r3l_model(tmp_path):
+    write_image(tmp_path / "x.png", np.full((16, 16), 0.5))
+    result = r3l("denoise", "--model", "dncnn", "--weights", DNCNN_WEIGHTS, tmp_path / "x.png", "-o",
+                 tmp_path / "y.png", "--explain", tmp_path / "e")
+    assert_clean_error(result, "--explain needs an R3L checkpoint")

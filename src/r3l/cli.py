@@ -109,6 +109,10 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             image, info = read_image(src)
             out = denoiser.denoise(image)
             write_image(dst, out, bits=info.bits)
+            if args.explain:
+                from r3l.explain import explain
+
+                explain(denoiser, image, Path(args.explain) / src.stem)
         except R3LError as exc:
             if len(pairs) == 1:
                 raise
@@ -189,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", help="output file (one input)")
     p.add_argument("--out-dir", help="output folder (any number of inputs; names are kept)")
+    p.add_argument("--explain", metavar="DIR",
+                   help="R3L only: write DIR/<image>/step1.png ... (the residual each pixel chose at each step, "
+                        "blue = darker, red = brighter) and DIR/<image>/estimate.gif (the estimate over the steps)")
     p.set_defaults(func=cmd_denoise)
 
     p = sub.add_parser("benchmark", help="the paper's noise-mismatch tables for a list of methods",
