@@ -281,8 +281,11 @@ def _cell(psnr: float, paper: float | None) -> str:
 def table_markdown(summary: dict) -> str:
     """The paper's table layout: rows are σ_test and the average, columns are methods."""
     names = list(summary["methods"])
+    first = next(iter(summary["methods"].values()))
+    count = max(v["images"] for v in first["sigmas"].values())
     lines = [
-        f"# {summary['name']}: PSNR (dB) on {Path(summary['data']).name}, trained at sigma {summary['sigma_train']:g}",
+        f"# {summary['name']}: PSNR (dB) on {Path(summary['data']).name} ({count} images), "
+        f"trained at sigma {summary['sigma_train']:g}",
         "",
         "Each cell: ours (published, ours - published) where the paper reports the method on BSD68.",
         "",
