@@ -40,8 +40,8 @@ class Denoiser:
         clean = Denoiser.from_checkpoint("runs/demo/best.safetensors").denoise(noisy_uint8_array)
     """
 
-    def __init__(self, net: nn.Module, arch: dict, device: str | torch.device = "auto"):
-        self.arch = arch
+    def __init__(self, net: nn.Module, arch: dict, device: str | torch.device = "auto", tile: int = 1024):
+        self.arch, self.tile = arch, tile
         self.device = pick_device(device) if isinstance(device, str) else device
         self.net = net.to(self.device).eval()
         self.channels = arch["channels"]
@@ -74,14 +74,38 @@ class Denoiser:
             states.append(self.env.transition(states[-1], actions))
         return states
 
+    @property
+    def radius(self) -> int:
+        """How far (in pixels) the final output at a pixel depends on the input: the receptive-field radius of
+        one pass times the number of recurrent passes. Tiles overlap by this much, so tiling changes nothing."""
+        per_pass = sum(m.dilation[0] * (m.kernel_size[0] // 2) for name, m in self.net.named_modules()
+                       if isinstance(m, nn.Conv2d) and not name.startswith("value."))
+        return per_pass * self.arch.get("steps", 1) if self.arch["name"] in ("r3l", "r3n") else per_pass
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.env is not None:
+            return self.trajectory(x)[-1]
+        return self.net(x)
+
     @torch.no_grad()
     def __call__(self, noisy: torch.Tensor) -> torch.Tensor:
-        """Denoise ``(B, C, H, W)`` float images (on any device); returns them clipped to [0, 1]."""
-        x = noisy.to(self.device, torch.float32)
-        if self.env is not None:
-            out = self.trajectory(x)[-1]
-        else:
-            out = self.net(x)
+        """Denoise ``(B, C, H, W)`` float images; returns them clipped to [0, 1], on the input's device.
+
+        Images larger than ``tile`` are processed in ``tile × tile`` pieces, each read with a margin of
+        :attr:`radius` pixels, so the result equals untiled inference while memory stays bounded.
+        """
+        b, c, h, w = noisy.shape
+        if h <= self.tile and w <= self.tile:
+            return self._run(noisy.to(self.device, torch.float32)).clamp_(0.0, 1.0).to(noisy.device)
+        out = torch.empty((b, c, h, w), dtype=torch.float32, device=noisy.device)
+        m = self.radius
+        for top in range(0, h, self.tile):
+            for left in range(0, w, self.tile):
+                bottom, right = min(top + self.tile, h), min(left + self.tile, w)
+                t0, l0 = max(top - m, 0), max(left - m, 0)
+                piece = noisy[:, :, t0 : min(bottom + m, h), l0 : min(right + m, w)]
+                result = self._run(piece.to(self.device, torch.float32))
+                out[:, :, top:bottom, left:right] = result[:, :, top - t0 : bottom - t0, left - l0 : right - l0]
         return out.clamp_(0.0, 1.0)
 
     def denoise(self, image: np.ndarray) -> np.ndarray:
