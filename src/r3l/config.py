@@ -122,6 +122,13 @@ class TrainConfig:
     progress: bool = True
     max_bad_updates: int = 10
     """Stop after this many updates in a row were skipped for non-finite losses or gradients."""
+    precision: str = "auto"
+    """Network arithmetic in training: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on GPUs that support
+    it, fp32 elsewhere). Losses, log-probabilities, GAE and the optimiser always run in fp32."""
+    channels_last: str = "auto"
+    """``on``, ``off`` or ``auto`` (on for CUDA): NHWC memory layout for the convolutions."""
+    tf32: str = "auto"
+    """``on``, ``off`` or ``auto`` (on): TF32 matrix and convolution arithmetic on NVIDIA GPUs."""
 
 
 @dataclass
@@ -174,6 +181,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "ppo.value_loss": ("smooth_l1", "mse"),
     "ppo.lr_schedule": ("poly", "cosine", "constant"),
     "supervised.lr_schedule": ("poly", "cosine", "constant"),
+    "train.precision": ("auto", "fp32", "bf16"),
+    "train.channels_last": ("auto", "on", "off"),
+    "train.tf32": ("auto", "on", "off"),
 }
 
 POSITIVE = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Protocol
 
@@ -62,3 +63,18 @@ def clipped_backward(loss: torch.Tensor, net: nn.Module, max_grad_norm: float) -
     max_norm = max_grad_norm if max_grad_norm > 0 else float("inf")
     grad_norm = nn.utils.clip_grad_norm_(net.parameters(), max_norm)
     return grad_norm, torch.isfinite(loss) & torch.isfinite(grad_norm)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context the network's forward passes run in: bf16 autocast, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from r3l.config import PPOConfig
-from r3l.optim import clipped_backward, guarded_step, make_adam
+from r3l.optim import autocast, clipped_backward, guarded_step, make_adam
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -126,6 +126,8 @@ class PPO:
     def __init__(self, net: nn.Module, cfg: PPOConfig):
         self.net, self.cfg = net, cfg
         self.optimizer = make_adam(net, cfg.lr, cfg.adam_eps, cfg.weight_decay)
+        self.precision = "fp32"
+        """``bf16`` runs the network's forward passes under autocast; the losses stay in fp32."""
 
     def update(self, buf: RolloutBuffer, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """K epochs over minibatches of whole images; returns device-side diagnostics (no host sync)."""
@@ -150,7 +152,8 @@ class PPO:
                     x = x if idx is None else x[:, idx]
                     return x.reshape(-1, *x.shape[2:])
 
-                logits, values = self.net(take(buf.states))
+                with autocast(device, self.precision):
+                    logits, values = self.net(take(buf.states))
                 new_logp, entropy = log_prob_entropy(logits, take(buf.actions))
                 parts = ppo_loss(
                     new_logp, take(buf.log_probs), take(advantages), values.float(), take(buf.returns), entropy, cfg

@@ -9,7 +9,7 @@ from torch import nn
 from r3l.config import SupervisedConfig
 from r3l.envs.denoise import ResidualDenoiseEnv
 from r3l.metrics import batch_psnr
-from r3l.optim import clipped_backward, guarded_step, make_adam
+from r3l.optim import autocast, clipped_backward, guarded_step, make_adam
 
 
 class Supervised:
@@ -18,11 +18,13 @@ class Supervised:
     def __init__(self, net: nn.Module, cfg: SupervisedConfig, env: ResidualDenoiseEnv):
         self.net, self.cfg, self.env = net, cfg, env
         self.optimizer = make_adam(net, cfg.lr, weight_decay=cfg.weight_decay)
+        self.precision = "fp32"
 
     def step(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Train on one batch ``(B, C, H, W)``; returns device-side diagnostics."""
         noisy = self.env.add_noise(clean, generator)
-        estimate = self.net(noisy)
+        with autocast(noisy.device, self.precision):
+            estimate = self.net(noisy).float()
         loss = F.mse_loss(estimate, clean)
         self.optimizer.zero_grad(set_to_none=True)
         grad_norm, finite = clipped_backward(loss, self.net, self.cfg.max_grad_norm)

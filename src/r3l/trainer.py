@@ -23,7 +23,7 @@ from r3l.evaluate import evaluate, summarize
 from r3l.logger import MetricLogger
 from r3l.metrics import batch_psnr
 from r3l.networks import build_network, init_from_dncnn
-from r3l.optim import learning_rate, set_lr
+from r3l.optim import autocast, learning_rate, resolve_precision, set_lr
 from r3l.ppo import PPO, RolloutBuffer, log_prob_entropy, sample_actions
 from r3l.supervised import Supervised
 
@@ -66,8 +66,15 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         self.device = pick_device(cfg.train.device)
-        if self.device.type == "cuda" and not cfg.train.deterministic:
+        cuda = self.device.type == "cuda"
+        if cuda and not cfg.train.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed crop shapes: autotuned kernels pay off at once
+        if cuda:
+            tf32 = cfg.train.tf32 != "off"
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        self.precision = resolve_precision(self.device, cfg.train.precision)
+        self.channels_last = cfg.train.channels_last == "on" or (cfg.train.channels_last == "auto" and cuda)
         torch.manual_seed(cfg.seed)
 
         self.train_images = load_images(cfg.data.train, cfg.model.channels, "data.train")
@@ -85,12 +92,14 @@ class Trainer:
             load_weights(self.net, ckpt, self.arch, path)
         else:
             self.net = build_model(cfg)
-        self.net.to(self.device)
+        self.net.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         if cfg.model.name == "r3l":
             self.ppo = PPO(self.net, cfg.ppo)
+            self.ppo.precision = self.precision
             self.optimizer, self.schedule = self.ppo.optimizer, cfg.ppo
         else:
             self.supervised = Supervised(self.net, cfg.supervised, self.env)
+            self.supervised.precision = self.precision
             self.optimizer, self.schedule = self.supervised.optimizer, cfg.supervised
         if resume:
             restore_optimizer(self.optimizer, ckpt, path)
@@ -153,7 +162,8 @@ class Trainer:
         start_psnr = batch_psnr(state, clean)
         with torch.no_grad():
             for t in range(steps):
-                logits, value = self.net(state)
+                with autocast(self.device, self.precision):
+                    logits, value = self.net(state)
                 actions = sample_actions(logits, generator)
                 log_prob, _ = log_prob_entropy(logits, actions)
                 next_state, reward, _ = env.step(actions)
