@@ -23,6 +23,7 @@ import torch
 
 from r3l.config import from_dict
 from r3l.denoiser import pick_device
+from r3l.optim import autocast
 from r3l.trainer import Trainer
 
 
@@ -39,13 +40,14 @@ def network_floor(trainer: Trainer, clean: torch.Tensor, repeats: int) -> float:
     states = clean.unsqueeze(0).expand(steps, *clean.shape).contiguous()
 
     def once() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(trainer.device, trainer.precision):
             for t in range(steps):
                 net(states[t])
         for _ in range(cfg.ppo.epochs):
             for m in range(cfg.ppo.minibatches):
                 x = states[:, m * per_mb : (m + 1) * per_mb].reshape(-1, *clean.shape[1:])
-                logits, values = net(x)
+                with autocast(trainer.device, trainer.precision):
+                    logits, values = net(x)
                 loss = logits.float().mean() + values.float().mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -110,6 +112,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "batch": cfg.data.batch_size, "crop": cfg.data.crop, "steps": cfg.env.steps,
         "epochs": cfg.ppo.epochs, "minibatches": cfg.ppo.minibatches, "features": cfg.model.features,
+        "precision": trainer.precision, "channels_last": trainer.channels_last,
         "timed_episodes": args.episodes,
         "episode_s": episode_s,
         "network_floor_s": floor_s,
