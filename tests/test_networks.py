@@ -5,7 +5,6 @@ from conftest import DNCNN_WEIGHTS, needs_shared
 from r3l.errors import R3LError
 from r3l.networks import (
     DNCNN_TO_ACTOR_CRITIC, DNCNN_TO_R3N, ActorCritic, DnCNN, R3N, dncnn_from_weights, init_from_dncnn,
-    receptive_radius,
 )
 
 
@@ -35,12 +34,6 @@ def test_small_head_init_starts_near_no_change():
     net = ActorCritic(1, 27, 8, head_init="small")
     probs = torch.softmax(net.policy_logits(torch.rand(1, 1, 8, 8)), dim=2)
     assert probs[0, 0, :, 0, 0].argmax().item() == 13
-
-
-def test_receptive_radius():
-    # encoder 1+2+3+4, policy head 3+2+1 (value head counted too: the sum over all convs)
-    assert receptive_radius(ActorCritic(1, 27, 8)) == 10 + 6 + 6
-    assert receptive_radius(DnCNN(1, 8, 17)) == 17
 
 
 @needs_shared

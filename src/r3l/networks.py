@@ -205,8 +205,3 @@ def build_network(arch: dict) -> nn.Module:
     if kind == "dncnn":
         return DnCNN(arch["channels"], arch["features"], arch.get("depth", 17))
     raise R3LError(f"unknown network {kind!r}, expected r3l, r3n or dncnn")
-
-
-def receptive_radius(net: nn.Module) -> int:
-    """How many pixels away an output pixel can see, per forward pass (sum of dilations of the 3×3 convs)."""
-    return sum(m.dilation[0] * (m.kernel_size[0] // 2) for m in net.modules() if isinstance(m, nn.Conv2d))
