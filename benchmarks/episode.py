@@ -15,21 +15,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import platform
 import time
 
 import torch
+from common import device_name, emit, sync
 
 from r3l.config import from_dict
 from r3l.denoiser import pick_device
 from r3l.optim import autocast
 from r3l.trainer import Trainer
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def network_floor(trainer: Trainer, clean: torch.Tensor, repeats: int) -> float:
@@ -106,7 +101,7 @@ def main() -> None:
     result = {
         "benchmark": "episode",
         "preset": args.preset,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": device_name(device),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
@@ -119,11 +114,7 @@ def main() -> None:
         "ratio": episode_s / floor_s,
         "pixel_steps_per_s": pixels * cfg.env.steps / episode_s,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import platform
 import resource
 import time
 from collections import defaultdict
 
 import torch
+from common import device_name, emit, sync
 
 from r3l.data import load_images, noisy_version
 from r3l.denoiser import Denoiser, pick_device
@@ -27,10 +26,6 @@ from r3l.networks import build_network
 
 PAPER_R3L = {"name": "r3l", "channels": 1, "features": 64, "n_actions": 27, "action_step": 1.0, "steps": 6}
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def peak_host_mib() -> float:
@@ -76,7 +71,7 @@ def main() -> None:
     seconds = (time.perf_counter() - start) / args.repeats
     result = {
         "benchmark": "inference",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": device_name(device),
         "torch": torch.__version__, "date": datetime.date.today().isoformat(), "model": den.arch,
         "data": str(args.data), "images": len(images), "shapes": len(batches),
         "seconds": seconds, "megapixels_per_s": pixels / seconds / 1e6,
@@ -105,11 +100,7 @@ def main() -> None:
             "crop_identical_to_untiled": bool(torch.equal(den(crop), untiled)),
             "output_shape": list(out.shape),
         }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
