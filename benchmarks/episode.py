@@ -8,6 +8,10 @@ how much the environment, sampling, GAE, losses and data loading add on top.
     python benchmarks/episode.py --preset seed            # batch 32, 70×70, 6 steps, K = 15 (slow on a CPU)
     python benchmarks/episode.py --preset default --device cuda --episodes 20
 
+Also reported: pixel-steps per second, the achieved TFLOP/s (the network's FLOPs, counted by
+``torch.utils.flop_counter``, over the episode's time) and peak memory. ``--set train.precision=fp16`` or
+``--set train.compile=all`` measure those paths.
+
 Prints one JSON object (and writes it to --out if given).
 """
 
@@ -18,75 +22,73 @@ import datetime
 import time
 
 import torch
-from common import device_name, emit, sync
+from common import EpisodeSetup, add_episode_args, device_name, emit, peak_device_mib, peak_host_mib, sync
+from torch.utils.flop_counter import FlopCounterMode
 
-from r3l.config import from_dict
-from r3l.denoiser import pick_device
-from r3l.optim import autocast
 from r3l.trainer import Trainer
 
 
-
-def network_floor(trainer: Trainer, clean: torch.Tensor, repeats: int) -> float:
-    """Seconds per episode of the network's own work: rollout forwards + the update's forward/backward/step."""
-    net, opt, cfg = trainer.net, trainer.ppo.optimizer, trainer.cfg
+def network_work(trainer: Trainer, clean: torch.Tensor):
+    """One episode's network work alone: rollout forwards + the update's forward/backward/Adam step."""
+    net, opt, cfg = trainer.forward, trainer.ppo.optimizer, trainer.cfg
     steps, batch = cfg.env.steps, clean.shape[0]
     per_mb = batch // cfg.ppo.minibatches
     states = clean.unsqueeze(0).expand(steps, *clean.shape).contiguous()
 
     def once() -> None:
-        with torch.no_grad(), autocast(trainer.device, trainer.precision):
+        with torch.no_grad(), trainer.mixed.autocast():
             for t in range(steps):
                 net(states[t])
         for _ in range(cfg.ppo.epochs):
             for m in range(cfg.ppo.minibatches):
                 x = states[:, m * per_mb : (m + 1) * per_mb].reshape(-1, *clean.shape[1:])
-                with autocast(trainer.device, trainer.precision):
+                with trainer.mixed.autocast():
                     logits, values = net(x)
                 loss = logits.float().mean() + values.float().mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
 
+    return once
+
+
+def network_floor(once, device: torch.device, repeats: int) -> float:
+    """Seconds per call of ``once`` after a warm-up call."""
     once()
-    sync(trainer.device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         once()
-    sync(trainer.device)
+    sync(device)
     return (time.perf_counter() - start) / repeats
+
+
+def network_flops(trainer: Trainer, clean: torch.Tensor) -> int:
+    """FLOPs of one episode's network work, counted on the eager network (compiled code hides its ops)."""
+    forward = trainer.forward
+    trainer.forward = trainer.net
+    try:
+        with FlopCounterMode(display=False) as counter:
+            network_work(trainer, clean)()
+    finally:
+        trainer.forward = forward
+    return counter.get_total_flops()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=["seed", "default"], default="seed")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--episodes", type=int, default=2, help="timed episodes (after one warm-up)")
-    parser.add_argument("--batch", type=int, help="override data.batch_size")
-    parser.add_argument("--crop", type=int, help="override data.crop")
-    parser.add_argument("--set", action="append", default=[], help="extra config overrides key=value")
-    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--training-episodes", type=int,
+                        help="episodes of a whole training, for training_estimate_min (default: 30,001 for the seed "
+                             "preset as in the paper, 10,000 for the default preset as in configs/r3l_gray_sigma25.yaml)")
+    add_episode_args(parser)
     args = parser.parse_args()
+    training_episodes = args.training_episodes or (30001 if args.preset == "seed" else 10000)
+    setup = EpisodeSetup(args, args.episodes + 1)
+    trainer, cfg, device, episode = setup.trainer, setup.cfg, setup.device, setup.episode
 
-    device = pick_device(args.device)
-    overrides = [f"train.device={device}", "train.progress=false", "train.tensorboard=false",
-                 "data.train=skimage", "data.val=", "model.init=scratch", *args.set]
-    if args.batch:
-        overrides.append(f"data.batch_size={args.batch}")
-    if args.crop:
-        overrides.append(f"data.crop={args.crop}")
-    cfg = from_dict({"preset": args.preset}, overrides)
-    trainer = Trainer(cfg, "/tmp/r3l-bench-episode")
-    from r3l.data import EpisodeBatches
-
-    batches = EpisodeBatches(trainer.train_images, cfg.data, cfg.seed, args.episodes + 1)
-    generator = torch.Generator(device=device)
-
-    def episode(e: int) -> None:
-        clean = batches[e].to(device, non_blocking=True)
-        stats = trainer.run_episode(e, clean, generator)
-        stats["losses/policy_loss"].item()  # the one sync a log line would make
-
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     episode(0)
     sync(device)
     start = time.perf_counter()
@@ -94,8 +96,10 @@ def main() -> None:
         episode(e)
     sync(device)
     episode_s = (time.perf_counter() - start) / args.episodes
-    clean = batches[0].to(device)
-    floor_s = network_floor(trainer, clean, args.episodes)
+    peak_device = peak_device_mib(device)
+    clean = setup.batches[0].to(device)
+    floor_s = network_floor(network_work(trainer, clean), device, args.episodes)
+    flops = network_flops(trainer, clean)
 
     pixels = cfg.data.batch_size * cfg.model.channels * cfg.data.crop**2
     result = {
@@ -107,12 +111,19 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "batch": cfg.data.batch_size, "crop": cfg.data.crop, "steps": cfg.env.steps,
         "epochs": cfg.ppo.epochs, "minibatches": cfg.ppo.minibatches, "features": cfg.model.features,
-        "precision": trainer.precision, "channels_last": trainer.channels_last,
+        "precision": trainer.precision, "channels_last": trainer.channels_last, "compile": cfg.train.compile,
         "timed_episodes": args.episodes,
         "episode_s": episode_s,
         "network_floor_s": floor_s,
         "ratio": episode_s / floor_s,
         "pixel_steps_per_s": pixels * cfg.env.steps / episode_s,
+        "network_gflop_per_episode": flops / 1e9,
+        "achieved_tflops": flops / episode_s / 1e12,
+        "floor_tflops": flops / floor_s / 1e12,
+        "peak_device_mib": peak_device,
+        "peak_host_mib": peak_host_mib(),
+        "training_episodes": training_episodes,
+        "training_estimate_min": episode_s * training_episodes / 60,
     }
     emit(result, args.out)
 

@@ -13,23 +13,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import resource
 import time
 from collections import defaultdict
 
 import torch
-from common import device_name, emit, sync
+from common import device_name, emit, peak_device_mib, peak_host_mib, sync
 
 from r3l.data import load_images, noisy_version
 from r3l.denoiser import Denoiser, pick_device
 from r3l.networks import build_network
 
 PAPER_R3L = {"name": "r3l", "channels": 1, "features": 64, "n_actions": 27, "action_step": 1.0, "steps": 6}
-
-
-
-def peak_host_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main() -> None:
@@ -40,7 +34,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-images", type=int, default=0)
     parser.add_argument("--large", type=int, default=0, help="also denoise one LARGE×LARGE image, tiled")
-    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--tile", type=int, default=Denoiser.TILE)
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -75,7 +69,7 @@ def main() -> None:
         "torch": torch.__version__, "date": datetime.date.today().isoformat(), "model": den.arch,
         "data": str(args.data), "images": len(images), "shapes": len(batches),
         "seconds": seconds, "megapixels_per_s": pixels / seconds / 1e6,
-        "peak_device_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "peak_device_mib": peak_device_mib(device),
         "peak_host_mib": peak_host_mib(),
     }
     if args.large:
@@ -88,7 +82,7 @@ def main() -> None:
         out = den(big)
         sync(device)
         large_seconds = time.perf_counter() - start
-        large_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        large_peak = peak_device_mib(device)
         large_host = peak_host_mib()
         crop = big[:, :, : args.tile, : args.tile + 37]
         saved, den.tile = den.tile, 10**9

@@ -123,12 +123,17 @@ class TrainConfig:
     max_bad_updates: int = 10
     """Stop after this many updates in a row were skipped for non-finite losses or gradients."""
     precision: str = "auto"
-    """Network arithmetic in training: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on GPUs that support
-    it, fp32 elsewhere). Losses, log-probabilities, GAE and the optimiser always run in fp32."""
+    """Network arithmetic in training: ``fp32``, ``bf16`` (autocast), ``fp16`` (autocast with dynamic loss
+    scaling) or ``auto`` (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU). Losses,
+    log-probabilities, GAE and the optimiser always run in fp32."""
     channels_last: str = "auto"
     """``on``, ``off`` or ``auto`` (on for CUDA): NHWC memory layout for the convolutions."""
     tf32: str = "auto"
     """``on``, ``off`` or ``auto`` (on): TF32 matrix and convolution arithmetic on NVIDIA GPUs."""
+    compile: str = "off"
+    """``torch.compile``: ``off``, ``network`` (the training forward passes) or ``all`` (also the PPO loss)."""
+    compile_mode: str = "default"
+    """``torch.compile`` mode: ``default``, ``reduce-overhead``, ``max-autotune`` or ``max-autotune-no-cudagraphs``."""
 
 
 @dataclass
@@ -181,9 +186,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "ppo.value_loss": ("smooth_l1", "mse"),
     "ppo.lr_schedule": ("poly", "cosine", "constant"),
     "supervised.lr_schedule": ("poly", "cosine", "constant"),
-    "train.precision": ("auto", "fp32", "bf16"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.channels_last": ("auto", "on", "off"),
     "train.tf32": ("auto", "on", "off"),
+    "train.compile": ("off", "network", "all"),
+    "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 
 POSITIVE = {

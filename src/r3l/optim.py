@@ -57,24 +57,100 @@ def guarded_step(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None
                     value.copy_(torch.where(finite, value, previous))
 
 
-def clipped_backward(loss: torch.Tensor, net: nn.Module, max_grad_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backward, optional gradient-norm clipping (0: off); returns the norm and whether loss and norm are finite."""
-    loss.backward()
+def clip_gradients(net: nn.Module, max_grad_norm: float) -> torch.Tensor:
     max_norm = max_grad_norm if max_grad_norm > 0 else float("inf")
-    grad_norm = nn.utils.clip_grad_norm_(net.parameters(), max_norm)
-    return grad_norm, torch.isfinite(loss) & torch.isfinite(grad_norm)
+    return nn.utils.clip_grad_norm_(net.parameters(), max_norm)
+
+
+class LossScale:
+    """Dynamic loss scaling for fp16 training, kept in two device tensors so that it never syncs.
+
+    The loss is multiplied by ``scale`` before backward and the gradients divided by it after. When the
+    gradients overflow, the step is skipped (by :func:`guarded_step`) and the scale halved; after
+    ``growth_interval`` good steps in a row it doubles. The constants are ``torch.amp.GradScaler``'s; r3l keeps
+    its own copy so that the overflow test is the same one that guards every step, and so that the state is
+    two plain tensors a checkpoint can hold.
+    """
+
+    def __init__(self, device: torch.device, init_scale: float = 2.0**16, growth_interval: int = 2000):
+        self.scale = torch.full((), init_scale, device=device)
+        self.good_steps = torch.zeros((), device=device, dtype=torch.int64)
+        self.growth_interval = growth_interval
+
+    def unscale_(self, net: nn.Module) -> None:
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        if grads:
+            torch._foreach_div_(grads, self.scale)
+
+    def update(self, overflow: torch.Tensor) -> None:
+        grown = self.good_steps + 1
+        grow = ~overflow & (grown >= self.growth_interval)
+        self.scale.copy_(torch.where(overflow, self.scale * 0.5, torch.where(grow, self.scale * 2.0, self.scale)))
+        self.good_steps.copy_(torch.where(overflow | grow, torch.zeros_like(grown), grown))
+
+    def state_dict(self) -> dict[str, float]:
+        return {"scale": float(self.scale), "good_steps": int(self.good_steps)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.scale.fill_(float(state["scale"]))
+        self.good_steps.fill_(int(state["good_steps"]))
+
+
+class Precision:
+    """How the network's arithmetic runs in training, and the guarded optimiser step that goes with it.
+
+    ``fp32``: plain. ``bf16``: forward passes under bf16 autocast. ``fp16``: fp16 autocast with
+    :class:`LossScale`. Losses, log-probabilities, GAE and Adam always run in fp32.
+    """
+
+    def __init__(self, device: torch.device, precision: str):
+        self.device, self.name = device, precision
+        self.loss_scale = LossScale(device) if precision == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.name)
+
+    def step(
+        self, loss: torch.Tensor, net: nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Backward, clip, and an Adam step undone on the device when anything is non-finite.
+
+        Returns the gradient norm, whether the step was a bad update (a non-finite loss or gradient that
+        loss scaling does not explain) and whether it was an fp16 overflow (skipped, scale halved).
+        """
+        optimizer.zero_grad(set_to_none=True)
+        finite_loss = torch.isfinite(loss)
+        if self.loss_scale is None:
+            loss.backward()
+            grad_norm = clip_gradients(net, max_grad_norm)
+            ok = finite_loss & torch.isfinite(grad_norm)
+            guarded_step(optimizer, ok)
+            return grad_norm, ~ok, torch.zeros_like(ok)
+        scale = self.loss_scale
+        (loss * scale.scale).backward()
+        scale.unscale_(net)
+        grad_norm = clip_gradients(net, max_grad_norm)
+        ok = finite_loss & torch.isfinite(grad_norm)
+        guarded_step(optimizer, ok)
+        # A finite loss with non-finite gradients is an overflow while the scale is above 1; below 1 the
+        # gradients themselves are broken and it counts as a bad update.
+        overflow = finite_loss & ~ok & (scale.scale >= 1.0)
+        scale.update(~ok)
+        return grad_norm, ~ok & ~overflow, overflow
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The context the network's forward passes run in: bf16 autocast, or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """The context the network's forward passes run in: bf16 or fp16 autocast, or nothing for fp32."""
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type=device.type, dtype=dtype)
     return contextlib.nullcontext()
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
+    """``auto``: bf16 on GPUs that support it, fp16 on older CUDA GPUs, fp32 on the CPU."""
     if precision != "auto":
         return precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from r3l.config import PPOConfig
-from r3l.optim import autocast, clipped_backward, guarded_step, make_adam
+from r3l.optim import Precision, make_adam
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -120,14 +120,35 @@ def ppo_loss(
     return LossParts(total, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac)
 
 
-class PPO:
-    """Owns the optimiser and the update; the network maps states to ``(logits, values)``."""
+def policy_loss(
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    actions: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: PPOConfig,
+) -> LossParts:
+    """:func:`ppo_loss` from the network's outputs: everything between the forward pass and backward."""
+    new_logp, entropy = log_prob_entropy(logits, actions)
+    return ppo_loss(new_logp, old_log_prob, advantages, values.float(), returns, entropy, cfg)
 
-    def __init__(self, net: nn.Module, cfg: PPOConfig):
+
+class PPO:
+    """Owns the optimiser and the update; the network maps states to ``(logits, values)``.
+
+    ``forward`` is what the update calls instead of ``net`` (a compiled version of it, say); ``loss`` likewise
+    replaces :func:`policy_loss` (compiled together with it when the whole update is compiled).
+    """
+
+    def __init__(
+        self, net: nn.Module, cfg: PPOConfig, precision: Precision | None = None, forward=None, loss=None
+    ):
         self.net, self.cfg = net, cfg
         self.optimizer = make_adam(net, cfg.lr, cfg.adam_eps, cfg.weight_decay)
-        self.precision = "fp32"
-        """``bf16`` runs the network's forward passes under autocast; the losses stay in fp32."""
+        self.precision = precision or Precision(next(net.parameters()).device, "fp32")
+        self.forward = net if forward is None else forward
+        self.loss = policy_loss if loss is None else loss
 
     def update(self, buf: RolloutBuffer, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """K epochs over minibatches of whole images; returns device-side diagnostics (no host sync)."""
@@ -142,6 +163,7 @@ class PPO:
         sums: dict[str, torch.Tensor] = {}
         count = 0
         skipped = torch.zeros((), device=device)
+        overflows = torch.zeros((), device=device)
         stopped = torch.zeros((), device=device)
         for _ in range(cfg.epochs):
             order = torch.randperm(batch, device=device, generator=generator) if cfg.minibatches > 1 else None
@@ -152,16 +174,15 @@ class PPO:
                     x = x if idx is None else x[:, idx]
                     return x.reshape(-1, *x.shape[2:])
 
-                with autocast(device, self.precision):
-                    logits, values = self.net(take(buf.states))
-                new_logp, entropy = log_prob_entropy(logits, take(buf.actions))
-                parts = ppo_loss(
-                    new_logp, take(buf.log_probs), take(advantages), values.float(), take(buf.returns), entropy, cfg
+                with self.precision.autocast():
+                    logits, values = self.forward(take(buf.states))
+                parts = self.loss(
+                    logits, values, take(buf.actions), take(buf.log_probs), take(advantages), take(buf.returns), cfg
                 )
-                self.optimizer.zero_grad(set_to_none=True)
-                grad_norm, finite = clipped_backward(parts.total, self.net, cfg.max_grad_norm)
-                guarded_step(self.optimizer, finite)
-                skipped = skipped + (~finite).float()
+                grad_norm, bad, overflow = self.precision.step(parts.total, self.net, self.optimizer,
+                                                               cfg.max_grad_norm)
+                skipped = skipped + bad.float()
+                overflows = overflows + overflow.float()
                 for name, value in (
                     ("losses/policy_loss", parts.policy), ("losses/value_loss", parts.value),
                     ("losses/entropy", parts.entropy), ("losses/approx_kl", parts.approx_kl),
@@ -177,6 +198,7 @@ class PPO:
         stats = {k: v / count for k, v in sums.items()}
         stats["health/skipped_steps"] = skipped
         stats["health/bad_update"] = (skipped > 0).float()
+        stats["health/scale_overflows"] = overflows
         returns, values = buf.returns, buf.values
         var_returns = returns.var()
         stats["losses/explained_variance"] = 1.0 - (returns - values).var() / var_returns.clamp_min(1e-12)

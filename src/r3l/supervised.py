@@ -9,30 +9,32 @@ from torch import nn
 from r3l.config import SupervisedConfig
 from r3l.envs.denoise import ResidualDenoiseEnv
 from r3l.metrics import batch_psnr
-from r3l.optim import autocast, clipped_backward, guarded_step, make_adam
+from r3l.optim import Precision, make_adam
 
 
 class Supervised:
     """One Adam step per batch on ``MSE(net(noisy), clean)``; the noise comes from the same environment as R3L's."""
 
-    def __init__(self, net: nn.Module, cfg: SupervisedConfig, env: ResidualDenoiseEnv):
+    def __init__(
+        self, net: nn.Module, cfg: SupervisedConfig, env: ResidualDenoiseEnv, precision: Precision | None = None,
+        forward=None,
+    ):
         self.net, self.cfg, self.env = net, cfg, env
         self.optimizer = make_adam(net, cfg.lr, weight_decay=cfg.weight_decay)
-        self.precision = "fp32"
+        self.precision = precision or Precision(next(net.parameters()).device, "fp32")
+        self.forward = net if forward is None else forward
 
     def step(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Train on one batch ``(B, C, H, W)``; returns device-side diagnostics."""
         noisy = self.env.add_noise(clean, generator)
-        with autocast(noisy.device, self.precision):
-            estimate = self.net(noisy).float()
+        with self.precision.autocast():
+            estimate = self.forward(noisy).float()
         loss = F.mse_loss(estimate, clean)
-        self.optimizer.zero_grad(set_to_none=True)
-        grad_norm, finite = clipped_backward(loss, self.net, self.cfg.max_grad_norm)
-        guarded_step(self.optimizer, finite)
-        skipped = (~finite).float()
+        grad_norm, bad, overflow = self.precision.step(loss, self.net, self.optimizer, self.cfg.max_grad_norm)
+        skipped = bad.float()
         with torch.no_grad():
             gain = (batch_psnr(estimate, clean) - batch_psnr(noisy, clean)).mean()
         return {
             "losses/mse": loss.detach(), "losses/grad_norm": grad_norm.detach(), "charts/psnr_gain": gain,
-            "health/skipped_steps": skipped, "health/bad_update": skipped,
+            "health/skipped_steps": skipped, "health/bad_update": skipped, "health/scale_overflows": overflow.float(),
         }

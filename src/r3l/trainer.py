@@ -23,9 +23,20 @@ from r3l.evaluate import evaluate, summarize
 from r3l.logger import MetricLogger
 from r3l.metrics import batch_psnr
 from r3l.networks import build_network, init_from_dncnn
-from r3l.optim import autocast, learning_rate, resolve_precision, set_lr
-from r3l.ppo import PPO, RolloutBuffer, log_prob_entropy, sample_actions
+from r3l.optim import Precision, learning_rate, resolve_precision, set_lr
+from r3l.ppo import PPO, RolloutBuffer, log_prob_entropy, policy_loss, sample_actions
 from r3l.supervised import Supervised
+
+
+COUNTERS = ("health/skipped_steps", "health/bad_update", "health/scale_overflows")
+
+
+def compiled(fn, what: str, mode: str):
+    """``torch.compile(fn)`` unless ``what`` is ``off``; shapes are static (a rollout and an update minibatch are
+    two shapes, each compiled once)."""
+    if what == "off":
+        return fn
+    return torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)
 
 
 def architecture(cfg: Config) -> dict:
@@ -93,16 +104,20 @@ class Trainer:
         else:
             self.net = build_model(cfg)
         self.net.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        self.mixed = Precision(self.device, self.precision)
+        self.forward = compiled(self.net, cfg.train.compile, cfg.train.compile_mode)
+        """The network as training calls it (compiled or not); validation and checkpoints use ``self.net``."""
         if cfg.model.name == "r3l":
-            self.ppo = PPO(self.net, cfg.ppo)
-            self.ppo.precision = self.precision
+            loss = compiled(policy_loss, "all" if cfg.train.compile == "all" else "off", cfg.train.compile_mode)
+            self.ppo = PPO(self.net, cfg.ppo, self.mixed, self.forward, loss)
             self.optimizer, self.schedule = self.ppo.optimizer, cfg.ppo
         else:
-            self.supervised = Supervised(self.net, cfg.supervised, self.env)
-            self.supervised.precision = self.precision
+            self.supervised = Supervised(self.net, cfg.supervised, self.env, self.mixed, self.forward)
             self.optimizer, self.schedule = self.supervised.optimizer, cfg.supervised
         if resume:
             restore_optimizer(self.optimizer, ckpt, path)
+            if self.mixed.loss_scale is not None and "loss_scale" in ckpt.info:
+                self.mixed.loss_scale.load_state_dict(ckpt.info["loss_scale"])
             self.start_episode = ckpt.episode
             self.best_psnr = self._best_so_far(ckpt)
         try:
@@ -140,10 +155,10 @@ class Trainer:
 
     def _checkpoint(self, episode: int, with_optimizer: bool) -> Checkpoint:
         state, groups = optimizer_state(self.optimizer) if with_optimizer else (None, None)
-        return Checkpoint(
-            self.arch, self.net.state_dict(), self.cfg.to_dict(), episode,
-            {"best_val_psnr": self.best_psnr}, state, groups,
-        )
+        info = {"best_val_psnr": self.best_psnr}
+        if with_optimizer and self.mixed.loss_scale is not None:
+            info["loss_scale"] = self.mixed.loss_scale.state_dict()
+        return Checkpoint(self.arch, self.net.state_dict(), self.cfg.to_dict(), episode, info, state, groups)
 
     def validate(self) -> float:
         cfg = self.cfg
@@ -162,8 +177,8 @@ class Trainer:
         start_psnr = batch_psnr(state, clean)
         with torch.no_grad():
             for t in range(steps):
-                with autocast(self.device, self.precision):
-                    logits, value = self.net(state)
+                with self.mixed.autocast():
+                    logits, value = self.forward(state)
                 actions = sample_actions(logits, generator)
                 log_prob, _ = log_prob_entropy(logits, actions)
                 next_state, reward, _ = env.step(actions)
@@ -216,8 +231,8 @@ class Trainer:
                 bar.update(1)
                 if done % tc.log_every == 0 or done == end:
                     last = {k: float(torch.stack(v).float().mean()) for k, v in pending.items()}
-                    last["health/skipped_steps"] *= len(pending["health/skipped_steps"])
-                    last["health/bad_update"] *= len(pending["health/bad_update"])
+                    for name in COUNTERS:  # totals over the interval, not means
+                        last[name] *= len(pending[name])
                     if int(longest_bad) >= tc.max_bad_updates:
                         raise R3LError(
                             f"training stopped at episode {done}: {int(longest_bad)} updates in a row had "

@@ -1,0 +1,73 @@
+"""The speed benchmarks run end to end on the CPU at tiny sizes and report consistent JSON."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import ROOT
+from r3l.networks import ActorCritic
+
+BENCH = ROOT / "benchmarks"
+TINY = ["--device", "cpu", "--preset", "default", "--batch", "4", "--crop", "16", "--set", "model.features=8"]
+
+
+def run(script: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_episode_benchmark_reports_ratio_flops_and_memory(tmp_path):
+    out = tmp_path / "episode.json"
+    result = run("episode.py", *TINY, "--episodes", "1", "--out", str(out))
+    assert json.loads(out.read_text()) == result
+    assert result["device"] and result["precision"] == "fp32" and result["batch"] == 4
+    assert result["ratio"] == pytest.approx(result["episode_s"] / result["network_floor_s"])
+    assert result["pixel_steps_per_s"] == pytest.approx(4 * 16 * 16 * 6 / result["episode_s"])
+    # The rollout's 6 × 4 image forwards plus 4 epochs of forward + backward over the 6 × 4 states: between
+    # 24 + 96 (backward free) and 24 + 3 · 96 (backward twice the forward) single-image forwards.
+    with FlopCounterMode(display=False) as counter:
+        ActorCritic(1, 27, 8, "small")(torch.rand(1, 1, 16, 16))
+    per_image = counter.get_total_flops() / 1e9
+    assert 120 * per_image < result["network_gflop_per_episode"] <= 312 * per_image
+    assert result["achieved_tflops"] == pytest.approx(result["network_gflop_per_episode"] / 1e3 / result["episode_s"])
+    assert result["peak_host_mib"] > 0 and result["peak_device_mib"] is None
+    assert result["training_episodes"] == 10000  # configs/r3l_gray_sigma25.yaml's length for the default preset
+    assert result["training_estimate_min"] == pytest.approx(result["episode_s"] * 10000 / 60)
+
+
+def test_profile_lists_the_convolutions_first():
+    result = run("profile_episode.py", *TINY, "--episodes", "1", "--top", "5")
+    names = [row["name"] for row in result["top"]]
+    assert len(names) == 5 and any("conv" in n for n in names[:2]), names
+    shares = [row["share"] for row in result["top"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0 + 1e-9
+
+
+def test_inference_benchmark_tiles_identically(tiny_folder):
+    result = run("inference.py", "--data", str(tiny_folder / "test"), "--device", "cpu", "--repeats", "1",
+                 "--large", "120", "--tile", "48")
+    assert result["images"] == 2 and result["shapes"] == 1 and result["megapixels_per_s"] > 0
+    assert result["large"]["crop_identical_to_untiled"] is True
+    assert result["large"]["margin"] == 96 and result["large"]["output_shape"] == [1, 1, 120, 120]
+
+
+def test_data_loader_benchmark(tiny_folder):
+    result = run("data_loader.py", "--data", str(tiny_folder / "train"), "--batch", "4", "--crop", "24",
+                 "--workers", "0", "1", "--batches", "10", "--device", "cpu")
+    assert [row["workers"] for row in result["settings"]] == [0, 1]
+    assert all(row["batches_per_s"] > 0 for row in result["settings"])
+    assert result["needed_batches_per_s"] == pytest.approx(1 / 0.19)
+
+
+def test_busy_time_is_the_union_of_intervals():
+    sys.path.insert(0, str(BENCH))
+    from profile_episode import busy_microseconds
+
+    assert busy_microseconds([(0, 10), (5, 15), (20, 30), (21, 22)]) == 25
+    assert busy_microseconds([]) == 0
