@@ -5,11 +5,15 @@
 # the paper config evaluated on BSD68 at the mismatch sigmas. A failing step is logged and the rest still run.
 # Needs $R3L_DATA (with Train400 and BSD68) and $R3L_WEIGHTS.
 #   R3L_DATA=... R3L_WEIGHTS=... benchmarks/gpu_check.sh results/
-# Each step leaves NAME.json (where it measures) and NAME.log; steps.txt has every step's exit status and time.
+# Each step leaves NAME.json (where it measures) and NAME.log; steps.txt has every step's exit status and time;
+# the training run (checkpoints, metrics.jsonl) is in run/. On a device machine, pack the folder into $OUT:
+#   benchmarks/gpu_check.sh /tmp/gc; tar czf $OUT/gpu_check.tgz -C /tmp gc
 # A CPU dry run with small sizes checks the script itself:
 #   DEVICE=cpu EPISODES=1 BENCH_ARGS="--batch 4 --crop 16 --set model.features=8" INFER_ARGS="--max-images 2 \
-#     --repeats 1" LARGE=300 DATA_ARGS="--batches 20" TRAIN_SECONDS=30 TRAIN_ARGS="--set data.val_max_images=2" \
-#     R3L_DATA=... benchmarks/gpu_check.sh /tmp/gpu_check_dry
+#     --repeats 1" LARGE=300 DATA_ARGS="--batches 20" TRAIN_EPISODES=4 TRAIN_ARGS="--set model.features=8 \
+#     --set model.init=scratch --set data.crop=24 --set data.batch_size=4 --set data.workers=1 \
+#     --set train.val_every=2 --set data.val_max_images=2" R3L_DATA=... benchmarks/gpu_check.sh /tmp/gpu_check_dry
+# The training step ends with exit 124 when TRAIN_SECONDS cut it short; its best checkpoint is still evaluated.
 set -uo pipefail
 out=${1:?output folder}
 mkdir -p "$out"
@@ -40,9 +44,8 @@ step inference python benchmarks/inference.py --data "$R3L_DATA/BSD68" --device 
 step data_loader python benchmarks/data_loader.py --data "$R3L_DATA/Train400" --workers 0 2 6 --device "$device" \
   ${DATA_ARGS:-} --out "$out/data_loader.json"
 step train timeout "${TRAIN_SECONDS:-240}" python -m r3l train --config configs/r3l_gray_sigma25.yaml \
-  --run-dir /tmp/r3l_gpu_run --set train.device="$device" --set train.episodes="${TRAIN_EPISODES:-1500}" \
+  --run-dir "$out/run" --set train.device="$device" --set train.episodes="${TRAIN_EPISODES:-1500}" \
   --set train.val_every=250 --set train.save_every=250 --set data.workers=6 --set train.tensorboard=false \
   --set train.progress=false ${TRAIN_ARGS:-}
-cp /tmp/r3l_gpu_run/metrics.jsonl "$out/" 2>/dev/null
-step eval python -m r3l eval --checkpoint /tmp/r3l_gpu_run/best.safetensors --data "$R3L_DATA/BSD68" \
+step eval python -m r3l eval --checkpoint "$out/run/best.safetensors" --data "$R3L_DATA/BSD68" \
   --sigma 15 --sigma 20 --sigma 25 --sigma 30 --sigma 35 --json "$out/eval_bsd68.json" --quiet --device "$device"
