@@ -41,6 +41,9 @@ def test_shipped_configs_load(name):
     ({"model": {"channels": 2}}, [], "model.channels"),
     ({"env": 3}, [], "env: expected a mapping"),
     ({}, ["noequals"], "expected key=value"),
+    ({"train": {"deterministic": True, "cudnn_benchmark": "on"}}, [], "train.cudnn_benchmark: 'on' picks"),
+    ({"train": {"precision": "fp8"}}, [], "train.precision"),
+    ({"train": {"compile": "yes"}}, [], "train.compile"),
 ])
 def test_bad_values_name_the_key(values, overrides, message):
     with pytest.raises(R3LError, match=message.replace("[", r"\[")):

@@ -130,6 +130,9 @@ class TrainConfig:
     """``on``, ``off`` or ``auto`` (on for CUDA): NHWC memory layout for the convolutions."""
     tf32: str = "auto"
     """``on``, ``off`` or ``auto`` (on): TF32 matrix and convolution arithmetic on NVIDIA GPUs."""
+    cudnn_benchmark: str = "auto"
+    """``on``, ``off`` or ``auto`` (on for CUDA unless ``train.deterministic``): cuDNN autotuning; r3l's crops
+    have fixed shapes, so the tuned kernels pay off at once."""
     compile: str = "off"
     """``torch.compile``: ``off``, ``network`` (the training forward passes) or ``all`` (also the PPO loss)."""
     compile_mode: str = "default"
@@ -189,6 +192,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.channels_last": ("auto", "on", "off"),
     "train.tf32": ("auto", "on", "off"),
+    "train.cudnn_benchmark": ("auto", "on", "off"),
     "train.compile": ("off", "network", "all"),
     "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
@@ -317,6 +321,9 @@ def _validate(cfg: Config) -> None:
         raise R3LError(
             f"config key ppo.minibatches: {cfg.ppo.minibatches} does not divide data.batch_size {cfg.data.batch_size}"
         )
+    if cfg.train.deterministic and cfg.train.cudnn_benchmark == "on":
+        raise R3LError("config key train.cudnn_benchmark: 'on' picks kernels by timing, which train.deterministic "
+                       "rules out; use auto or off")
     if cfg.model.name == "r3l" and cfg.env.n_actions < 3:
         raise R3LError(f"config key env.n_actions: need at least 3 actions, got {cfg.env.n_actions}")
 

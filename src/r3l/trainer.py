@@ -75,11 +75,10 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
         self.device = pick_device(cfg.train.device)
         cuda = self.device.type == "cuda"
-        if cuda and not cfg.train.deterministic:
-            torch.backends.cudnn.benchmark = True  # fixed crop shapes: autotuned kernels pay off at once
+        tune = cfg.train.cudnn_benchmark
+        torch.backends.cudnn.benchmark = tune == "on" or (tune == "auto" and cuda and not cfg.train.deterministic)
         if cuda:
             tf32 = cfg.train.tf32 != "off"
             torch.backends.cuda.matmul.allow_tf32 = tf32
