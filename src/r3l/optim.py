@@ -120,18 +120,15 @@ class Precision:
         """
         optimizer.zero_grad(set_to_none=True)
         finite_loss = torch.isfinite(loss)
-        if self.loss_scale is None:
-            loss.backward()
-            grad_norm = clip_gradients(net, max_grad_norm)
-            ok = finite_loss & torch.isfinite(grad_norm)
-            guarded_step(optimizer, ok)
-            return grad_norm, ~ok, torch.zeros_like(ok)
         scale = self.loss_scale
-        (loss * scale.scale).backward()
-        scale.unscale_(net)
+        (loss if scale is None else loss * scale.scale).backward()
+        if scale is not None:
+            scale.unscale_(net)
         grad_norm = clip_gradients(net, max_grad_norm)
         ok = finite_loss & torch.isfinite(grad_norm)
         guarded_step(optimizer, ok)
+        if scale is None:
+            return grad_norm, ~ok, torch.zeros_like(ok)
         # A finite loss with non-finite gradients is an overflow while the scale is above 1; below 1 the
         # gradients themselves are broken and it counts as a bad update.
         overflow = finite_loss & ~ok & (scale.scale >= 1.0)
