@@ -35,15 +35,18 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, default=0)
     parser.add_argument("--large", type=int, default=0, help="also denoise one LARGE×LARGE image, tiled")
     parser.add_argument("--tile", type=int, default=Denoiser.TILE)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="network arithmetic (bf16/fp16: autocast); also reports the share of pixels whose "
+                             "output differs from fp32")
     parser.add_argument("--out")
     args = parser.parse_args()
 
     device = pick_device(args.device)
     if args.checkpoint:
-        den = Denoiser.from_checkpoint(args.checkpoint, device)
+        den = Denoiser.from_checkpoint(args.checkpoint, device, args.precision)
     else:
         torch.manual_seed(0)
-        den = Denoiser(build_network(PAPER_R3L), PAPER_R3L, device)
+        den = Denoiser(build_network(PAPER_R3L), PAPER_R3L, device, precision=args.precision)
     den.tile = args.tile
     images = load_images(args.data, den.channels, "--data", args.max_images)
     groups = defaultdict(list)
@@ -63,13 +66,23 @@ def main() -> None:
             den(b)
     sync(device)
     seconds = (time.perf_counter() - start) / args.repeats
+    peak_device = peak_device_mib(device)
+    differing = None
+    if args.precision != "fp32":
+        outputs = [den(b) for b in batches]
+        den.precision = "fp32"
+        changed = sum(int((den(b) != o).sum()) for b, o in zip(batches, outputs))
+        den.precision = args.precision
+        differing = changed / (pixels * den.channels)
     result = {
         "benchmark": "inference",
         "device": device_name(device),
         "torch": torch.__version__, "date": datetime.date.today().isoformat(), "model": den.arch,
+        "precision": args.precision, "channels_last": den.memory_format == torch.channels_last,
         "data": str(args.data), "images": len(images), "shapes": len(batches),
         "seconds": seconds, "megapixels_per_s": pixels / seconds / 1e6,
-        "peak_device_mib": peak_device_mib(device),
+        "output_share_differing_from_fp32": differing,
+        "peak_device_mib": peak_device,
         "peak_host_mib": peak_host_mib(),
     }
     if args.large:

@@ -55,6 +55,33 @@ def test_inference_benchmark_tiles_identically(tiny_folder):
     assert result["images"] == 2 and result["shapes"] == 1 and result["megapixels_per_s"] > 0
     assert result["large"]["crop_identical_to_untiled"] is True
     assert result["large"]["margin"] == 96 and result["large"]["output_shape"] == [1, 1, 120, 120]
+    assert result["precision"] == "fp32" and result["output_share_differing_from_fp32"] is None
+
+
+def test_inference_benchmark_in_bf16_reports_its_difference(tiny_folder):
+    result = run("inference.py", "--data", str(tiny_folder / "test"), "--device", "cpu", "--repeats", "1",
+                 "--precision", "bf16")
+    # An untrained network has many near-tied logits, so bf16 flips a visible share of its greedy actions.
+    assert result["precision"] == "bf16" and 0 < result["output_share_differing_from_fp32"] < 0.5
+
+
+def test_training_run_summary(tiny_folder):
+    from conftest import tiny_config
+    from r3l.config import from_dict
+    from r3l.trainer import Trainer
+
+    run_dir = tiny_folder / "run"
+    Trainer(from_dict(tiny_config(str(tiny_folder / "train"), str(tiny_folder / "test"), episodes=6,
+                                  train__val_every=2, train__log_every=4)), run_dir).train()
+    result = run("training_run.py", str(run_dir), "--episodes", "100", "--val-every", "10")
+    assert result["episodes_timed"] == 6 and result["validations"] == 3
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    vals = [line["time/val_s"] for line in lines if "time/val_s" in line]
+    elapsed = [line["time/elapsed_s"] for line in lines if "time/elapsed_s" in line][-1]
+    # Logs at episodes 4 and 6 (the end); validations at 2 and 4 happen before the last log line, the one at 6
+    # after it.
+    assert result["episode_s"] == pytest.approx((elapsed - vals[0] - vals[1]) / 6)
+    assert result["training_estimate_min"] == pytest.approx((100 * result["episode_s"] + 10 * sum(vals) / 3) / 60)
 
 
 def test_data_loader_benchmark(tiny_folder):

@@ -48,6 +48,11 @@ def test_train_eval_denoise(trained):
     assert set(summary) == {"15", "25"} and summary["25"]["images"] == 2
     assert len((out / "r.csv").read_text().strip().splitlines()) == 1 + 4
     assert (out / "img" / "sigma25" / "t0.png").is_file()
+    result = r3l("eval", "--checkpoint", ckpt, "--data", folder / "test", "--precision", "bf16",
+                 "--json", out / "bf16.json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    fast = json.loads((out / "bf16.json").read_text())["summary"]["25"]["psnr"]
+    assert fast == pytest.approx(summary["25"]["psnr"], abs=0.1)
 
     # 16-bit colour in, 16-bit colour out of the same size; 8-bit gray stays 8-bit gray.
     rng = np.random.default_rng(0)

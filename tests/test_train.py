@@ -64,8 +64,10 @@ def test_training_writes_run_directory(tiny_folder):
     logged = set().union(*lines)
     for key in ("charts/episode_reward", "charts/psnr_gain", "losses/policy_loss", "losses/value_loss",
                 "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
-                "charts/learning_rate", "charts/pixel_steps_per_s", "val/psnr"):
+                "charts/learning_rate", "charts/pixel_steps_per_s", "val/psnr", "time/elapsed_s", "time/val_s"):
         assert key in logged, key
+    elapsed = [line["time/elapsed_s"] for line in lines if "time/elapsed_s" in line]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
     assert all(np.isfinite(v) for line in lines for v in line.values())
 
 

@@ -163,8 +163,8 @@ class Trainer:
         cfg = self.cfg
         sigma = cfg.data.val_sigma or (sum(cfg.env.sigma) / 2 if isinstance(cfg.env.sigma, list) else cfg.env.sigma)
         self.net.eval()
-        rows = evaluate(Denoiser(self.net, self.arch, self.device), self.val_images, [sigma], cfg.data.val_seed,
-                        progress=False)
+        denoiser = Denoiser(self.net, self.arch, self.device, channels_last=self.channels_last)
+        rows = evaluate(denoiser, self.val_images, [sigma], cfg.data.val_seed, progress=False)
         self.net.train()
         return next(iter(summarize(rows).values()))["psnr"]
 
@@ -213,6 +213,7 @@ class Trainer:
         last: dict[str, float] = {}
         self.net.train()
         tick, pixel_steps = time.perf_counter(), 0
+        started = tick
         bar = tqdm(total=tc.episodes, initial=self.start_episode, desc="train", unit="ep", disable=not tc.progress)
         bad_run = torch.zeros((), device=self.device)
         longest_bad = torch.zeros((), device=self.device)
@@ -242,12 +243,14 @@ class Trainer:
                     now = time.perf_counter()
                     last["charts/learning_rate"] = lr
                     last["charts/pixel_steps_per_s"] = pixel_steps / (now - tick)
+                    last["time/elapsed_s"] = now - started
                     tick, pixel_steps = now, 0
                     logger.log(done, last)
                     bar.set_postfix(gain=f"{last['charts/psnr_gain']:.2f}dB")
                 if self.val_images and (done % tc.val_every == 0 or done == tc.episodes):
+                    val_start = time.perf_counter()
                     psnr = self.validate()
-                    logger.log(done, {"val/psnr": psnr})
+                    logger.log(done, {"val/psnr": psnr, "time/val_s": time.perf_counter() - val_start})
                     last["val/psnr"] = psnr
                     if psnr > self.best_psnr:
                         self.best_psnr = psnr
