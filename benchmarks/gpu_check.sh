@@ -5,7 +5,7 @@
 # configs/r3l_gray_sigma25.yaml (TRAIN_SECONDS, then its wall-clock summary and a BSD68 evaluation at the
 # mismatch sigmas), and last the optional paths: fp16 and torch.compile. A failing step is logged and the rest
 # still run; each step is cut at STEP_SECONDS. With PACK=FILE.tgz the folder is packed there after every step, so
-# a run stopped from outside still returns what it measured.
+# a run stopped from outside still returns what it measured. ONLY="NAME ..." runs just the steps named.
 # Needs $R3L_DATA (with Train400 and BSD68) and $R3L_WEIGHTS.
 #   R3L_DATA=... R3L_WEIGHTS=... benchmarks/gpu_check.sh results/
 # Each step leaves NAME.json (where it measures) and NAME.log; steps.txt has every step's exit status and time;
@@ -28,6 +28,7 @@ device=${DEVICE:-cuda}
 step() {  # step NAME COMMAND...: run (at most STEP_SECONDS), time and log one measurement, then pack
   local name=$1 start=$SECONDS
   shift
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   timeout "${STEP_SECONDS:-150}" "$@" > "$out/$name.log" 2>&1
   echo "$name: exit $? in $((SECONDS - start)) s" | tee -a "$out/steps.txt"
   if [ -n "${PACK:-}" ]; then tar czf "$PACK" -C "$(dirname "$out")" "$(basename "$out")"; fi
@@ -47,10 +48,14 @@ episode episode_default_bf16 default --set train.precision=bf16
 episode episode_default_fp32 default --set train.precision=fp32
 step profile_seed_bf16 $py benchmarks/profile_episode.py --preset seed --device "$device" ${BENCH_ARGS:-} \
   --set train.precision=bf16 --out "$out/profile_seed_bf16.json"
+step profile_default_bf16 $py benchmarks/profile_episode.py --preset default --device "$device" ${BENCH_ARGS:-} \
+  --set train.precision=bf16 --out "$out/profile_default_bf16.json"
 step inference_fp32 $py benchmarks/inference.py --data "$R3L_DATA/BSD68" --device "$device" \
   --large "${LARGE:-4096}" ${INFER_ARGS:-} --out "$out/inference_fp32.json"
 step inference_bf16 $py benchmarks/inference.py --data "$R3L_DATA/BSD68" --device "$device" --precision bf16 \
   ${INFER_ARGS:-} --out "$out/inference_bf16.json"
+step inference_bf16_compiled $py benchmarks/inference.py --data "$R3L_DATA/BSD68" --device "$device" \
+  --precision bf16 --compile ${INFER_ARGS:-} --out "$out/inference_bf16_compiled.json"
 step data_loader $py benchmarks/data_loader.py --data "$R3L_DATA/Train400" --workers 0 2 6 --device "$device" \
   ${DATA_ARGS:-} --out "$out/data_loader.json"
 STEP_SECONDS=$((${TRAIN_SECONDS:-120} + 30)) step train timeout "${TRAIN_SECONDS:-120}" \
@@ -65,3 +70,7 @@ step inference_bf16_trained $py benchmarks/inference.py --data "$R3L_DATA/BSD68"
 episode episode_seed_fp16 seed --set train.precision=fp16
 episode episode_seed_bf16_compiled seed --set train.precision=bf16 --set train.compile=all
 episode episode_default_bf16_compiled default --set train.precision=bf16 --set train.compile=all
+episode episode_seed_bf16_compiled_ro seed --set train.precision=bf16 --set train.compile=all \
+  --set train.compile_mode=reduce-overhead
+episode episode_default_bf16_compiled_ro default --set train.precision=bf16 --set train.compile=all \
+  --set train.compile_mode=reduce-overhead

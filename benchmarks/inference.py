@@ -38,15 +38,16 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                         help="network arithmetic (bf16/fp16: autocast); also reports the share of pixels whose "
                              "output differs from fp32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (compile time excluded)")
     parser.add_argument("--out")
     args = parser.parse_args()
 
     device = pick_device(args.device)
     if args.checkpoint:
-        den = Denoiser.from_checkpoint(args.checkpoint, device, args.precision)
+        den = Denoiser.from_checkpoint(args.checkpoint, device, args.precision, args.compile)
     else:
         torch.manual_seed(0)
-        den = Denoiser(build_network(PAPER_R3L), PAPER_R3L, device, precision=args.precision)
+        den = Denoiser(build_network(PAPER_R3L), PAPER_R3L, device, precision=args.precision, compile=args.compile)
     den.tile = args.tile
     images = load_images(args.data, den.channels, "--data", args.max_images)
     groups = defaultdict(list)
@@ -55,8 +56,9 @@ def main() -> None:
     batches = [torch.stack(g).to(device) for g in groups.values()]  # loading and transfer are not timed
     pixels = sum(b.shape[0] * b.shape[2] * b.shape[3] for b in batches)
 
-    for b in batches:
-        den(b)
+    for _ in range(2 if args.compile else 1):  # warm-up (and compilation: a second pass for the dynamic shapes)
+        for b in batches:
+            den(b)
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -78,7 +80,8 @@ def main() -> None:
         "benchmark": "inference",
         "device": device_name(device),
         "torch": torch.__version__, "date": datetime.date.today().isoformat(), "model": den.arch,
-        "precision": args.precision, "channels_last": den.memory_format == torch.channels_last,
+        "precision": args.precision, "compile": args.compile,
+        "channels_last": den.memory_format == torch.channels_last,
         "data": str(args.data), "images": len(images), "shapes": len(batches),
         "seconds": seconds, "megapixels_per_s": pixels / seconds / 1e6,
         "output_share_differing_from_fp32": differing,

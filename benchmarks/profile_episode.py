@@ -73,7 +73,7 @@ def main() -> None:
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "precision": setup.trainer.precision,
-        "compile": setup.cfg.train.compile,
+        "compile": setup.trainer.compile, "compile_mode": setup.trainer.compile_mode,
         "episodes": args.episodes,
         "wall_ms_per_episode": wall_s * 1e3 / args.episodes,
         "top": top_operators(prof, on_device, args.top, args.episodes),

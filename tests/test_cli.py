@@ -48,7 +48,7 @@ def test_train_eval_denoise(trained):
     assert set(summary) == {"15", "25"} and summary["25"]["images"] == 2
     assert len((out / "r.csv").read_text().strip().splitlines()) == 1 + 4
     assert (out / "img" / "sigma25" / "t0.png").is_file()
-    result = r3l("eval", "--checkpoint", ckpt, "--data", folder / "test", "--precision", "bf16",
+    result = r3l("eval", "--checkpoint", ckpt, "--data", folder / "test", "--precision", "bf16", "--compile",
                  "--json", out / "bf16.json", "--quiet")
     assert result.returncode == 0, result.stderr
     fast = json.loads((out / "bf16.json").read_text())["summary"]["25"]["psnr"]

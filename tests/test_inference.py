@@ -89,3 +89,17 @@ def test_unknown_precision_is_a_clear_error():
     arch, build = ARCHS["dncnn"]
     with pytest.raises(R3LError, match="precision 'int8'"):
         Denoiser(build(), arch, "cpu", precision="int8")
+
+
+def test_compiled_inference_matches_eager():
+    arch, build = ARCHS["dncnn"]
+    g = torch.Generator().manual_seed(6)
+    noisy = torch.rand(2, 1, 30, 26, generator=g)
+    torch.manual_seed(0)
+    eager = Denoiser(build(), arch, "cpu")(noisy)
+    torch.manual_seed(0)
+    compiled = Denoiser(build(), arch, "cpu", compile=True)
+    assert torch.allclose(compiled(noisy), eager, atol=1e-5)
+    other = noisy[:1, :, :20, :17]  # another shape: recompiled, still the same function
+    torch.manual_seed(0)
+    assert torch.allclose(compiled(other), Denoiser(build(), arch, "cpu")(other), atol=1e-5)

@@ -137,3 +137,40 @@ def test_compiled_training_matches_eager(tiny_folder):
     for key in ("charts/episode_reward", "charts/psnr_gain", "losses/entropy", "losses/value_loss",
                 "losses/policy_loss", "losses/grad_norm"):
         assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), key
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_guarded_step_leaves_weights_moments_and_count_untouched_when_not_finite(fused):
+    from r3l.optim import guarded_step
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1, fused=fused)
+    net(torch.randn(4, 3)).sum().backward()
+    guarded_step(opt, torch.tensor(True))  # a good step first, so that moments and the count exist
+    snapshot = [t.clone() for p in net.parameters() for t in [p.detach(), *opt.state[p].values()]]
+    for p in net.parameters():
+        p.grad = torch.full_like(p, float("nan"))
+    guarded_step(opt, torch.tensor(False))
+    after = [t for p in net.parameters() for t in [p.detach(), *opt.state[p].values()]]
+    assert all(torch.equal(a, b) for a, b in zip(after, snapshot))
+    assert not hasattr(opt, "found_inf")
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    guarded_step(opt, torch.tensor(True))
+    assert all(float(opt.state[p]["step"]) == 2 for p in net.parameters())
+    assert not torch.equal(next(net.parameters()).detach(), snapshot[0])
+
+
+def test_auto_compile_is_cuda_graphs_for_r3l_on_cuda_only():
+    from r3l.trainer import resolve_compile
+
+    cuda = torch.device("cuda")
+    r3l = from_dict(tiny_config("t", "", episodes=2))
+    r3n = from_dict({**tiny_config("t", "", episodes=2), "model": {"name": "r3n", "init": "scratch"}})
+    assert resolve_compile(r3l, cuda) == ("all", "reduce-overhead")
+    assert resolve_compile(r3l, CPU) == ("off", "default")
+    assert resolve_compile(r3n, cuda) == ("off", "reduce-overhead")
+    explicit = from_dict({**tiny_config("t", "", episodes=2), "train": {"compile": "network",
+                                                                        "compile_mode": "max-autotune"}})
+    assert resolve_compile(explicit, cuda) == ("network", "max-autotune")

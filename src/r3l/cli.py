@@ -51,11 +51,11 @@ def _load_denoiser(args: argparse.Namespace):
     from r3l.denoiser import Denoiser
 
     if args.checkpoint:
-        return Denoiser.from_checkpoint(args.checkpoint, args.device, args.precision)
+        return Denoiser.from_checkpoint(args.checkpoint, args.device, args.precision, args.compile)
     if getattr(args, "model", None) == "dncnn":
         if not args.weights:
             raise R3LError("--model dncnn needs --weights PATH (KAIR's dncnn_25.pth)")
-        return Denoiser.from_dncnn_weights(args.weights, args.device, args.precision)
+        return Denoiser.from_dncnn_weights(args.weights, args.device, args.precision, args.compile)
     raise R3LError("give --checkpoint CKPT (or --model dncnn --weights PTH)")
 
 
@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                        help="network arithmetic: fp32 (default, exact), or bf16/fp16 autocast (faster on GPUs; "
                             "a few greedy actions may differ)")
+        p.add_argument("--compile", action="store_true",
+                       help="torch.compile the network: faster on GPUs for many images, after tens of seconds "
+                            "of compilation")
 
     p = sub.add_parser("eval", help="PSNR/SSIM on a test folder with the literature's protocol",
                        description="Evaluate on a folder of clean images: seeded Gaussian noise per image, "

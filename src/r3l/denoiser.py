@@ -49,7 +49,7 @@ class Denoiser:
     2 GB, and the margins add 56% work over untiled inference."""
 
     def __init__(self, net: nn.Module, arch: dict, device: str | torch.device = "auto", tile: int = TILE,
-                 precision: str = "fp32", channels_last: bool | None = None):
+                 precision: str = "fp32", channels_last: bool | None = None, compile: bool = False):
         from r3l.errors import R3LError
 
         if precision not in PRECISIONS:
@@ -62,6 +62,11 @@ class Denoiser:
             channels_last = self.device.type == "cuda"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = self.net.to(memory_format=self.memory_format)
+        # What each pass runs: the policy alone for R3L (the value head is not needed to act), else the network.
+        self.forward = self.net.policy_logits if isinstance(self.net, ActorCritic) else self.net
+        if compile:
+            # Shapes vary between images and tiles: sizes that recur become dynamic after one recompilation.
+            self.forward = torch.compile(self.forward)
         self.channels = arch["channels"]
         self.env = None
         if arch["name"] == "r3l":
@@ -70,19 +75,19 @@ class Denoiser:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
-                        precision: str = "fp32") -> "Denoiser":
+                        precision: str = "fp32", compile: bool = False) -> "Denoiser":
         ckpt = load_checkpoint(path)
         net = build_network(ckpt.arch)
         load_weights(net, ckpt, ckpt.arch, path)
-        return cls(net, ckpt.arch, device, precision=precision)
+        return cls(net, ckpt.arch, device, precision=precision, compile=compile)
 
     @classmethod
     def from_dncnn_weights(cls, path: str | Path, device: str | torch.device = "auto",
-                           precision: str = "fp32") -> "Denoiser":
+                           precision: str = "fp32", compile: bool = False) -> "Denoiser":
         """KAIR's DnCNN ``.pth`` (read with ``weights_only=True``)."""
         net = dncnn_from_weights(path)
         arch = {"name": "dncnn", "channels": net.channels, "features": net.features, "depth": net.depth}
-        return cls(net, arch, device, precision=precision)
+        return cls(net, arch, device, precision=precision, compile=compile)
 
     @torch.no_grad()
     def trajectory(self, noisy: torch.Tensor) -> list[torch.Tensor]:
@@ -91,7 +96,7 @@ class Denoiser:
         states = [noisy.contiguous(memory_format=self.memory_format)]
         for _ in range(self.env.steps):
             with autocast(self.device, self.precision):
-                logits = self.net.policy_logits(states[-1])
+                logits = self.forward(states[-1])
             states.append(self.env.transition(states[-1], logits.argmax(dim=2)))
         return states
 
@@ -107,7 +112,7 @@ class Denoiser:
         if self.env is not None:
             return self.trajectory(x)[-1]
         with autocast(self.device, self.precision):
-            return self.net(x.contiguous(memory_format=self.memory_format)).float()
+            return self.forward(x.contiguous(memory_format=self.memory_format)).float()
 
     @torch.no_grad()
     def __call__(self, noisy: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,18 @@ from r3l.supervised import Supervised
 COUNTERS = ("health/skipped_steps", "health/bad_update", "health/scale_overflows")
 
 
+def resolve_compile(cfg: Config, device: torch.device) -> tuple[str, str]:
+    """``train.compile`` and ``train.compile_mode`` with ``auto`` decided: the whole R3L episode compiled with
+    CUDA graphs on CUDA, where it was measured to help; eager on the CPU and for the supervised baselines."""
+    cuda = device.type == "cuda"
+    what, mode = cfg.train.compile, cfg.train.compile_mode
+    if what == "auto":
+        what = "all" if cuda and cfg.model.name == "r3l" else "off"
+    if mode == "auto":
+        mode = "reduce-overhead" if cuda else "default"
+    return what, mode
+
+
 def compiled(fn, what: str, mode: str):
     """``torch.compile(fn)`` unless ``what`` is ``off``; shapes are static (a rollout and an update minibatch are
     two shapes, each compiled once)."""
@@ -104,10 +116,11 @@ class Trainer:
             self.net = build_model(cfg)
         self.net.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.mixed = Precision(self.device, self.precision)
-        self.forward = compiled(self.net, cfg.train.compile, cfg.train.compile_mode)
+        self.compile, self.compile_mode = resolve_compile(cfg, self.device)
+        self.forward = compiled(self.net, self.compile, self.compile_mode)
         """The network as training calls it (compiled or not); validation and checkpoints use ``self.net``."""
         if cfg.model.name == "r3l":
-            loss = compiled(policy_loss, "all" if cfg.train.compile == "all" else "off", cfg.train.compile_mode)
+            loss = compiled(policy_loss, "all" if self.compile == "all" else "off", self.compile_mode)
             self.ppo = PPO(self.net, cfg.ppo, self.mixed, self.forward, loss)
             self.optimizer, self.schedule = self.ppo.optimizer, cfg.ppo
         else:
