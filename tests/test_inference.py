@@ -12,10 +12,11 @@ ARCHS = {
 }
 
 
-def make(name: str, tile: int) -> Denoiser:
+def make(name: str, tile: int = Denoiser.TILE, **options) -> Denoiser:
+    """A CPU denoiser with the same seeded weights for every call."""
     arch, build = ARCHS[name]
     torch.manual_seed(0)
-    return Denoiser(build(), arch, "cpu", tile=tile)
+    return Denoiser(build(), arch, "cpu", tile=tile, **options)
 
 
 def test_radius_is_the_receptive_field_of_all_passes():
@@ -72,34 +73,24 @@ def test_bf16_inference_stays_close_to_fp32(name):
 
 
 def test_channels_last_layout_gives_the_same_output():
-    arch, build = ARCHS["r3l"]
     g = torch.Generator().manual_seed(5)
     noisy = torch.rand(1, 1, 40, 44, generator=g)
-    torch.manual_seed(0)
-    plain = Denoiser(build(), arch, "cpu")(noisy)
-    torch.manual_seed(0)
-    nhwc = Denoiser(build(), arch, "cpu", channels_last=True)
-    out = nhwc(noisy)
+    plain = make("r3l")(noisy)
+    out = make("r3l", channels_last=True)(noisy)
     assert out.is_contiguous() and (out != plain).float().mean() < 0.01
 
 
 def test_unknown_precision_is_a_clear_error():
     from r3l.errors import R3LError
 
-    arch, build = ARCHS["dncnn"]
     with pytest.raises(R3LError, match="precision 'int8'"):
-        Denoiser(build(), arch, "cpu", precision="int8")
+        make("dncnn", precision="int8")
 
 
 def test_compiled_inference_matches_eager():
-    arch, build = ARCHS["dncnn"]
     g = torch.Generator().manual_seed(6)
     noisy = torch.rand(2, 1, 30, 26, generator=g)
-    torch.manual_seed(0)
-    eager = Denoiser(build(), arch, "cpu")(noisy)
-    torch.manual_seed(0)
-    compiled = Denoiser(build(), arch, "cpu", compile=True)
-    assert torch.allclose(compiled(noisy), eager, atol=1e-5)
+    compiled = make("dncnn", compile=True)
+    assert torch.allclose(compiled(noisy), make("dncnn")(noisy), atol=1e-5)
     other = noisy[:1, :, :20, :17]  # another shape: recompiled, still the same function
-    torch.manual_seed(0)
-    assert torch.allclose(compiled(other), Denoiser(build(), arch, "cpu")(other), atol=1e-5)
+    assert torch.allclose(compiled(other), make("dncnn")(other), atol=1e-5)
