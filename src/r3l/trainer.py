@@ -117,6 +117,10 @@ class Trainer:
         self.net.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.mixed = Precision(self.device, self.precision)
         self.compile, self.compile_mode = resolve_compile(cfg, self.device)
+        if cfg.train.compile == "auto" and self.compile != "off":
+            # Chosen for speed, not asked for: where compilation fails (no C compiler for Triton, an unsupported
+            # GPU), run eager with torch's warning rather than stop the training.
+            torch._dynamo.config.suppress_errors = True
         self.forward = compiled(self.net, self.compile, self.compile_mode)
         """The network as training calls it (compiled or not); validation and checkpoints use ``self.net``."""
         if cfg.model.name == "r3l":
