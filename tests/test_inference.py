@@ -94,3 +94,32 @@ def test_compiled_inference_matches_eager():
     assert torch.allclose(compiled(noisy), make("dncnn")(noisy), atol=1e-5)
     other = noisy[:1, :, :20, :17]  # another shape: recompiled, still the same function
     assert torch.allclose(compiled(other), make("dncnn")(other), atol=1e-5)
+
+
+def test_evaluation_batches_are_smaller_for_a_cpu_denoiser(tmp_path):
+    """Same-size images go through together: up to 2^19 pixels for a Denoiser on the CPU (bounded memory),
+    2^22 for anything else."""
+    import numpy as np
+
+    from conftest import smooth_image
+    from r3l.data import load_images
+    from r3l.evaluate import evaluate
+    from r3l.images import write_image
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        write_image(tmp_path / f"im{i}.png", smooth_image(rng, 300, 300))  # 90,000 pixels: 5 fit in 2^19
+    images = load_images(tmp_path, 1, "data")  # a Path works as well as a str
+
+    class Recorder:
+        def __init__(self, device):
+            self.device, self.sizes = device, []
+
+        def __call__(self, batch):
+            self.sizes.append(batch.shape[0])
+            return batch
+
+    cpu, other = Recorder(torch.device("cpu")), Recorder(None)
+    for recorder in (cpu, other):
+        evaluate(recorder, images, [25.0], progress=False)
+    assert cpu.sizes == [5, 1] and other.sizes == [6]

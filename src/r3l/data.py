@@ -50,8 +50,9 @@ def _skimage_images(names: tuple[str, ...], channels: int) -> list[NamedImage]:
     return out
 
 
-def load_images(source: str, channels: int, key: str = "data", limit: int = 0) -> list[NamedImage]:
+def load_images(source: str | Path, channels: int, key: str = "data", limit: int = 0) -> list[NamedImage]:
     """All images of a folder (or a scikit-image sample set) converted to ``channels``; sorted by name."""
+    source = str(source)
     if source in SKIMAGE_SOURCES:
         images = _skimage_images(SKIMAGE_SOURCES[source], channels)
     else:
