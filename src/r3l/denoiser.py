@@ -37,7 +37,9 @@ class Denoiser:
     - ``r3n``: its recurrent residual updates;
     - ``dncnn``: one pass, noisy minus predicted noise.
 
-    Outputs are clipped to [0, 1]. Example::
+    Outputs are clipped to [0, 1]. ``precision`` is ``fp32`` (exact, the default) or ``bf16``/``fp16`` (autocast:
+    faster on GPUs, a few near-tied greedy actions may differ); ``compile`` runs the network through
+    ``torch.compile``. Example::
 
         from r3l import Denoiser
         clean = Denoiser.from_checkpoint("runs/demo/best.safetensors").denoise(noisy_uint8_array)
