@@ -20,7 +20,7 @@ import torch
 from common import device_name, emit, peak_device_mib, peak_host_mib, sync
 
 from r3l.data import load_images, noisy_version
-from r3l.denoiser import Denoiser, pick_device
+from r3l.denoiser import PRECISIONS, Denoiser, pick_device
 from r3l.networks import build_network
 
 PAPER_R3L = {"name": "r3l", "channels": 1, "features": 64, "n_actions": 27, "action_step": 1.0, "steps": 6}
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, default=0)
     parser.add_argument("--large", type=int, default=0, help="also denoise one LARGE×LARGE image, tiled")
     parser.add_argument("--tile", type=int, default=Denoiser.TILE)
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="network arithmetic (bf16/fp16: autocast); also reports the share of pixels whose "
                              "output differs from fp32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (compile time excluded)")
