@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU measurement in one run, sized for a 15-minute device session, most important first: episode
+# Every GPU measurement in one run, sized for a 15-minute device session, most important first: does training
+# learn in every precision x compile combination (benchmarks/learning.py, six runs side by side for
+# LEARN_SECONDS, validation every LEARN_VAL_EVERY episodes; learning_*.json and learning_*/metrics.jsonl), episode
 # benchmarks (seed and default presets in bf16 and fp32), a profile of one seed episode, inference on BSD68
 # (fp32 with a tiled 4096x4096 image, and bf16), data-loader throughput, a timed training run of
 # configs/r3l_gray_sigma25.yaml (TRAIN_SECONDS, then its wall-clock summary and a BSD68 evaluation at the
@@ -31,7 +33,7 @@ step() {  # step NAME COMMAND...: run (at most STEP_SECONDS), time and log one m
   if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   timeout "${STEP_SECONDS:-150}" "$@" > "$out/$name.log" 2>&1
   echo "$name: exit $? in $((SECONDS - start)) s" | tee -a "$out/steps.txt"
-  if [ -n "${PACK:-}" ]; then tar czf "$PACK" -C "$(dirname "$out")" "$(basename "$out")"; fi
+  pack
 }
 $py -m r3l --version | tee "$out/steps.txt"
 $py -c "import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" \
@@ -42,6 +44,26 @@ episode() {  # episode NAME PRESET ARGS...
   step "$name" $py benchmarks/episode.py --preset "$preset" --device "$device" --episodes "${EPISODES:-10}" \
     ${BENCH_ARGS:-} --out "$out/$name.json" "$@"
 }
+pack() { if [ -n "${PACK:-}" ]; then tar czf "$PACK" -C "$(dirname "$out")" "$(basename "$out")"; fi; }
+learning() {  # every precision x compile combination that train.*=auto can choose, side by side, plus 2 seeds
+  local pids=() runs=("fp32 off 0" "fp32 all 0" "bf16 off 0" "bf16 all 0" "bf16 all 1" "bf16 all 2") run name
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" learning "* ]]; then return; fi
+  local start=$SECONDS
+  for run in "${runs[@]}"; do
+    set -- $run
+    name=learning_$1_$2_s$3
+    timeout "${LEARN_SECONDS:-240}" $py benchmarks/learning.py --config configs/r3l_gray_sigma25.yaml \
+      --seconds "$(( ${LEARN_SECONDS:-240} - 60 ))" --val-every "${LEARN_VAL_EVERY:-250}" --run-dir "$out/$name" \
+      --out "$out/$name.json" --set train.device="$device" --set train.precision="$1" --set train.compile="$2" \
+      --set seed="$3" --set data.workers=2 --set train.tensorboard=false ${LEARN_ARGS:-} > "$out/$name.log" 2>&1 &
+    pids+=($!)
+  done
+  while [ -n "$(jobs -rp)" ]; do sleep 20; pack; done  # a run cut off from outside still returns its curves
+  wait "${pids[@]}"
+  echo "learning: $((SECONDS - start)) s" | tee -a "$out/steps.txt"
+  pack
+}
+learning
 episode episode_seed_bf16 seed --set train.precision=bf16
 episode episode_seed_fp32 seed --set train.precision=fp32
 episode episode_default_bf16 default --set train.precision=bf16

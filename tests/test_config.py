@@ -65,3 +65,25 @@ def test_bad_files(tmp_path):
     unknown.write_text("ppo:\n  clip: 0.1\n")
     with pytest.raises(R3LError, match="unknown.yaml: unknown config key ppo.clip"):
         load_config(unknown)
+
+
+SWITCHES = ["train.channels_last", "train.tf32", "train.cudnn_benchmark", "train.compile"]
+
+
+@pytest.mark.parametrize("word,meaning", [("off", False), ("no", False), ("false", False),
+                                          ("on", True), ("yes", True), ("true", True)])
+def test_yaml_booleans_mean_on_and_off_for_every_switch(tmp_path, word, meaning):
+    """YAML 1.1 reads on/off/yes/no as booleans: in a file and in --set they still mean on and off."""
+    section = "\n".join(f"  {key.split('.')[1]}: {word}" for key in SWITCHES)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"train:\n{section}\n")
+    from_file = load_config(path)
+    from_set = load_config(None, [f"{key}={word}" for key in SWITCHES])
+    for cfg in (from_file, from_set):
+        assert cfg.train.channels_last == cfg.train.tf32 == cfg.train.cudnn_benchmark == ("on" if meaning else "off")
+        assert cfg.train.compile == ("all" if meaning else "off")
+
+
+def test_a_boolean_for_a_string_key_without_on_off_is_an_error():
+    with pytest.raises(R3LError, match="train.precision: expected a string, got False"):
+        from_dict({}, ["train.precision=off"])

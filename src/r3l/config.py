@@ -61,7 +61,17 @@ class PPOConfig:
     minibatches: int = 4
     """Minibatches of whole images per epoch (each holds every step of its images)."""
     vf_coef: float = 0.5
-    ent_coef: float = 0.001
+    ent_coef: float = 0.05
+    """Entropy bonus. Below about 0.02 the paper-size R3L learns "no change" first and its exploration dies
+    (docs/experiments.md)."""
+    all_action_coef: float = 0.0
+    """Weight of the all-action term, for environments that can compute every action's reward (R3L's can);
+    0 turns it off. See ``all_action``."""
+    all_action: str = "soft"
+    """``soft``: cross-entropy toward ``softmax(r / all_action_temperature)`` over every action's immediate
+    reward; ``expected``: the exact gradient of the expected immediate reward ``Σ_a π(a) r(a)``."""
+    all_action_temperature: float = 0.05
+    """τ of the ``soft`` target, in reward units (R3L: 255 × squared error on the [0, 1] scale)."""
     value_loss: str = "smooth_l1"
     """``smooth_l1`` or ``mse``."""
     max_grad_norm: float = 1.0
@@ -168,6 +178,7 @@ SEED_PRESET: dict[str, Any] = {
         "minibatches": 1,
         "vf_coef": 1.0,
         "ent_coef": 0.0,
+        "all_action_coef": 0.0,
         "value_loss": "smooth_l1",
         "max_grad_norm": 0.0,
         "normalize_advantages": False,
@@ -190,6 +201,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.init": ("dncnn", "scratch"),
     "model.head_init": ("kaiming", "small"),
     "ppo.value_loss": ("smooth_l1", "mse"),
+    "ppo.all_action": ("soft", "expected"),
     "ppo.lr_schedule": ("poly", "cosine", "constant"),
     "supervised.lr_schedule": ("poly", "cosine", "constant"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
@@ -200,14 +212,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.compile_mode": ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 
+#: What ``true`` / ``false`` mean for an on/off/auto key whose "on" has another name.
+SWITCH_WORDS: dict[str, tuple[str, str]] = {"train.compile": ("all", "off")}
+
 POSITIVE = {
     "env.n_actions", "env.steps", "env.action_step", "model.channels", "model.features", "ppo.epochs",
-    "ppo.minibatches", "ppo.lr", "data.batch_size", "data.crop", "train.episodes", "train.log_every",
+    "ppo.minibatches", "ppo.lr", "ppo.all_action_temperature", "data.batch_size", "data.crop", "train.episodes", "train.log_every",
     "train.val_every", "train.save_every", "ppo.adam_eps", "train.max_bad_updates", "supervised.lr",
     "model.depth",
 }
 NON_NEGATIVE = {
-    "seed", "ppo.vf_coef", "ppo.ent_coef", "ppo.max_grad_norm", "ppo.target_kl", "ppo.lr_power",
+    "seed", "ppo.vf_coef", "ppo.ent_coef", "ppo.all_action_coef", "ppo.max_grad_norm", "ppo.target_kl", "ppo.lr_power",
     "ppo.weight_decay", "data.workers", "data.val_sigma", "data.val_max_images", "data.val_seed",
     "data.rotate_degrees", "train.threads", "supervised.lr_power", "supervised.max_grad_norm",
     "supervised.weight_decay",
@@ -267,6 +282,9 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool) and "off" in CHOICES.get(key, ()):
+            # YAML 1.1 reads on/off/yes/no/true/false as booleans; for an on/off/auto key they mean the words.
+            return SWITCH_WORDS.get(key, ("on", "off"))[0 if value else 1]
         if value is None:
             return ""
         raise R3LError(f"config key {key}: expected a string, got {value!r}")

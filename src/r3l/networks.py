@@ -38,6 +38,18 @@ def _kaiming(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _fp32_output(head: nn.Sequential, features: torch.Tensor) -> torch.Tensor:
+    """``head(features)`` with its last convolution in float32 even under autocast.
+
+    In bf16 the logits would carry 8 significant bits (steps of 0.03 at |logit| ≈ 6): log-probabilities, the
+    PPO ratio, and the values behind GAE's returns would all inherit that rounding. One 64→A convolution in
+    float32 costs a few percent of the network's arithmetic.
+    """
+    hidden = head[:-1](features)
+    with torch.autocast(features.device.type, enabled=False):
+        return head[-1](hidden.float())
+
+
 class ActorCritic(nn.Module):
     """R3L's fully convolutional actor-critic shared by all pixel agents.
 
@@ -65,12 +77,13 @@ class ActorCritic(nn.Module):
     def policy_logits(self, state: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, A, H, W)`` from state ``(B, C, H, W)``."""
         b, c, h, w = state.shape
-        return self.policy(self.encoder(state)).view(b, c, self.n_actions, h, w)
+        return _fp32_output(self.policy, self.encoder(state)).view(b, c, self.n_actions, h, w)
 
     def forward(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, C, A, H, W)`` and values ``(B, C, H, W)``, both float32 under any autocast."""
         b, c, h, w = state.shape
         z = self.encoder(state)
-        return self.policy(z).view(b, c, self.n_actions, h, w), self.value(z)
+        return _fp32_output(self.policy, z).view(b, c, self.n_actions, h, w), _fp32_output(self.value, z)
 
 
 class R3N(nn.Module):

@@ -68,10 +68,16 @@ class RolloutBuffer:
         self.log_probs = torch.empty(full, device=device)
         self.values = torch.empty(full, device=device)
         self.rewards = torch.empty(full, device=device)
+        self.action_rewards: torch.Tensor | None = None
+        """``(T, B, C, A, H, W)``: every action's reward, when the environment provides them."""
         self.advantages: torch.Tensor | None = None
         self.returns: torch.Tensor | None = None
 
-    def add(self, t: int, state, action, log_prob, value, reward) -> None:
+    def add(self, t: int, state, action, log_prob, value, reward, action_rewards=None) -> None:
+        if action_rewards is not None:
+            if self.action_rewards is None:
+                self.action_rewards = torch.empty((self.steps, *action_rewards.shape), device=self.states.device)
+            self.action_rewards[t] = action_rewards
         self.states[t] = state
         self.actions[t] = action
         self.log_probs[t] = log_prob
@@ -92,6 +98,37 @@ class LossParts:
     entropy: torch.Tensor
     approx_kl: torch.Tensor
     clipfrac: torch.Tensor
+    all_action: torch.Tensor
+
+
+def all_action_targets(action_rewards: torch.Tensor, cfg: PPOConfig) -> torch.Tensor:
+    """What the all-action term compares the policy with, from every action's reward ``(..., A, H, W)``.
+
+    ``soft``: the distribution ``softmax(r / τ)`` over actions (dim −3), the entropy-regularised best response
+    to the known immediate rewards. ``expected``: the rewards themselves, centred per agent and divided by one
+    standard deviation over the batch, so that the term weighs about as much as the normalised surrogate.
+    """
+    if cfg.all_action == "soft":
+        return F.softmax(action_rewards / cfg.all_action_temperature, dim=-3)
+    centred = action_rewards - action_rewards.mean(dim=-3, keepdim=True)
+    return centred / (centred.std() + 1e-8)
+
+
+def all_action_objective(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """The all-action term per agent, ``(B, C, H, W)``, to be maximised; logits and targets ``(B, C, A, H, W)``.
+
+    ``expected``: ``Σ_a π(a|s) r(s, a)``, whose gradient is the exact policy gradient of the immediate reward.
+    It shares the sampled gradient's weakness here: before the network can tell noise from signal, every edit
+    costs reward on average, so it too pulls all probability onto "no change", and its gradient
+    ``π(a)(r_a − r̄)`` vanishes with the probabilities of the other actions.
+    ``soft``: ``Σ_a p*(a) log π(a|s)`` with ``p* = softmax(r / τ)``: the policy is moved toward the best
+    response to the rewards every action would earn (a policy-improvement step with a known one-step
+    Q-function). Its gradient ``p* − π`` never vanishes while the policy is wrong, and ``p*`` keeps
+    probability on every nearly-as-good action, so exploration cannot die.
+    """
+    if kind == "soft":
+        return (targets * F.log_softmax(logits.float(), dim=2)).sum(2)
+    return (F.softmax(logits.float(), dim=2) * targets).sum(2)
 
 
 def ppo_loss(
@@ -102,8 +139,10 @@ def ppo_loss(
     returns: torch.Tensor,
     entropy: torch.Tensor,
     cfg: PPOConfig,
+    expected: torch.Tensor | None = None,
 ) -> LossParts:
-    """The clipped surrogate, value loss and entropy bonus, averaged over every pixel agent."""
+    """The clipped surrogate, value loss, entropy bonus and (given ``expected``, the per-agent
+    :func:`all_action_objective`) the all-action term, averaged over every pixel agent."""
     log_ratio = new_log_prob - old_log_prob
     ratio = log_ratio.exp()
     surrogate = torch.min(ratio * advantages, ratio.clamp(1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps) * advantages)
@@ -114,10 +153,13 @@ def ppo_loss(
         value_loss = F.smooth_l1_loss(new_value, returns)
     entropy_mean = entropy.mean()
     total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
+    expected_mean = torch.zeros_like(entropy_mean) if expected is None else expected.mean()
+    if expected is not None:
+        total = total - cfg.all_action_coef * expected_mean
     with torch.no_grad():
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
         clipfrac = ((ratio - 1.0).abs() > cfg.clip_eps).float().mean()
-    return LossParts(total, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac)
+    return LossParts(total, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac, expected_mean.detach())
 
 
 def policy_loss(
@@ -128,10 +170,15 @@ def policy_loss(
     advantages: torch.Tensor,
     returns: torch.Tensor,
     cfg: PPOConfig,
+    action_targets: torch.Tensor | None = None,
 ) -> LossParts:
-    """:func:`ppo_loss` from the network's outputs: everything between the forward pass and backward."""
+    """:func:`ppo_loss` from the network's outputs: everything between the forward pass and backward.
+
+    ``action_targets`` ``(B, C, A, H, W)`` from :func:`all_action_targets` adds the all-action term.
+    """
     new_logp, entropy = log_prob_entropy(logits, actions)
-    return ppo_loss(new_logp, old_log_prob, advantages, values.float(), returns, entropy, cfg)
+    expected = None if action_targets is None else all_action_objective(logits, action_targets, cfg.all_action)
+    return ppo_loss(new_logp, old_log_prob, advantages, values.float(), returns, entropy, cfg, expected)
 
 
 class PPO:
@@ -158,6 +205,9 @@ class PPO:
         advantages = buf.advantages
         if cfg.normalize_advantages:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        action_targets = None
+        if cfg.all_action_coef > 0 and buf.action_rewards is not None:
+            action_targets = all_action_targets(buf.action_rewards, cfg)
         per_mb = batch // cfg.minibatches
         device = buf.states.device
         sums: dict[str, torch.Tensor] = {}
@@ -170,14 +220,17 @@ class PPO:
             for m in range(cfg.minibatches):
                 idx = None if order is None else order[m * per_mb : (m + 1) * per_mb]
 
-                def take(x: torch.Tensor) -> torch.Tensor:
+                def take(x: torch.Tensor | None) -> torch.Tensor | None:
+                    if x is None:
+                        return None
                     x = x if idx is None else x[:, idx]
                     return x.reshape(-1, *x.shape[2:])
 
                 with self.precision.autocast():
                     logits, values = self.forward(take(buf.states))
                 parts = self.loss(
-                    logits, values, take(buf.actions), take(buf.log_probs), take(advantages), take(buf.returns), cfg
+                    logits, values, take(buf.actions), take(buf.log_probs), take(advantages), take(buf.returns), cfg,
+                    take(action_targets),
                 )
                 grad_norm, bad, overflow = self.precision.step(parts.total, self.net, self.optimizer,
                                                                cfg.max_grad_norm)
@@ -187,6 +240,7 @@ class PPO:
                     ("losses/policy_loss", parts.policy), ("losses/value_loss", parts.value),
                     ("losses/entropy", parts.entropy), ("losses/approx_kl", parts.approx_kl),
                     ("losses/clipfrac", parts.clipfrac), ("losses/grad_norm", grad_norm),
+                    ("losses/all_action", parts.all_action),
                 ):
                     sums[name] = sums.get(name, 0.0) + value.detach().float()
                 count += 1

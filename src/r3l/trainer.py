@@ -181,7 +181,13 @@ class Trainer:
         sigma = cfg.data.val_sigma or (sum(cfg.env.sigma) / 2 if isinstance(cfg.env.sigma, list) else cfg.env.sigma)
         self.net.eval()
         denoiser = Denoiser(self.net, self.arch, self.device, channels_last=self.channels_last)
-        rows = evaluate(denoiser, self.val_images, [sigma], cfg.data.val_seed, progress=False)
+        # Validation batches are whole images, shapes the training crops never have: with cuDNN autotuning on,
+        # the first validation would time every convolution algorithm on gigabyte-sized activations (the
+        # largest part of a slow first validation on a GPU). Its heuristic choice is used instead.
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
+                                        deterministic=torch.backends.cudnn.deterministic,
+                                        allow_tf32=torch.backends.cudnn.allow_tf32):
+            rows = evaluate(denoiser, self.val_images, [sigma], cfg.data.val_seed, progress=False)
         self.net.train()
         return next(iter(summarize(rows).values()))["psnr"]
 
@@ -191,14 +197,16 @@ class Trainer:
         buf = RolloutBuffer(steps, tuple(clean.shape), self.device)
         state = env.reset(clean, generator)
         start_psnr = batch_psnr(state, clean)
+        all_actions = self.cfg.ppo.all_action_coef > 0
         with torch.no_grad():
             for t in range(steps):
                 with self.mixed.autocast():
                     logits, value = self.forward(state)
                 actions = sample_actions(logits, generator)
                 log_prob, _ = log_prob_entropy(logits, actions)
+                action_rewards = env.action_rewards(state) if all_actions else None
                 next_state, reward, _ = env.step(actions)
-                buf.add(t, state, actions, log_prob, value, reward)
+                buf.add(t, state, actions, log_prob, value, reward, action_rewards)
                 state = next_state
         buf.compute_returns_and_advantage(self.cfg.ppo.gamma, self.cfg.ppo.gae_lambda)
         return buf, batch_psnr(state, clean) - start_psnr
@@ -218,8 +226,12 @@ class Trainer:
         stats["charts/learning_rate"] = lr
         return stats
 
-    def train(self, stop_at: int | None = None) -> dict[str, float]:
-        """Run episodes ``start … train.episodes−1`` (or until ``stop_at``); returns the last logged metrics."""
+    def train(self, stop_at: int | None = None, time_limit: float | None = None) -> dict[str, float]:
+        """Run episodes ``start … train.episodes−1`` (or until ``stop_at``); returns the last logged metrics.
+
+        ``time_limit`` (seconds) ends the run at the first log interval past it, with a checkpoint; the learning
+        rate keeps following the schedule of ``train.episodes``.
+        """
         cfg, tc = self.cfg, self.cfg.train
         end = tc.episodes if stop_at is None else min(stop_at, tc.episodes)
         loader = make_train_loader(self.train_images, cfg.data, cfg.seed, self.start_episode, end,
@@ -272,11 +284,17 @@ class Trainer:
                     if psnr > self.best_psnr:
                         self.best_psnr = psnr
                         save_checkpoint(self.best_path, self._checkpoint(done, with_optimizer=False))
-                if done % tc.save_every == 0 or done == end:
+                out_of_time = time_limit is not None and done % tc.log_every == 0 and \
+                    time.perf_counter() - started > time_limit
+                if done % tc.save_every == 0 or done == end or out_of_time:
                     save_checkpoint(self.last_path, self._checkpoint(done, with_optimizer=True), keep_previous=True)
+                if out_of_time:
+                    end = done
+                    break
         finally:
             bar.close()
             logger.close()
         if not self.val_images:
             save_checkpoint(self.best_path, self._checkpoint(end, with_optimizer=False))
+        self.episodes_done = end
         return last

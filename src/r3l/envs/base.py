@@ -33,6 +33,15 @@ class BatchImageEnv(ABC):
     def reward(self, state: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
         """Per-pixel reward ``(B, C, H, W)`` for moving from ``state`` to ``next_state``."""
 
+    def action_rewards(self, state: torch.Tensor) -> torch.Tensor | None:
+        """The reward every action would earn at every pixel from ``state``: ``(B, C, A, H, W)``, or ``None``.
+
+        A task whose reward is a cheap closed form of the state (denoising: the drop in squared error against
+        the known clean image) returns it, and PPO can then follow the exact gradient of the expected immediate
+        reward instead of a sampled estimate (``ppo.all_action_coef``). The default says it cannot.
+        """
+        return None
+
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Apply ``actions``; return ``(next state, per-pixel reward, done)``."""
         if self.t >= self.steps:

@@ -68,6 +68,14 @@ class ResidualDenoiseEnv(BatchImageEnv):
     def transition(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return state + self.residual(actions, state.dtype)
 
+    def action_rewards(self, state: torch.Tensor) -> torch.Tensor:
+        """``255 · [e² − (e + d_a)²] = −255 · d_a · (2e + d_a)`` for every residual ``d_a``, with ``e = I_t − x``;
+        ``(B, C, A, H, W)``."""
+        deltas = self.residual(torch.arange(self.n_actions, device=state.device), torch.float32)
+        error = (state.float() - self.clean.float()).unsqueeze(2)
+        deltas = deltas.view(1, 1, -1, 1, 1)
+        return -255.0 * deltas * (2.0 * error + deltas)
+
     def reward(self, state: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
         return 255.0 * ((state - self.clean).square() - (next_state - self.clean).square())
 
