@@ -98,3 +98,20 @@ def test_busy_time_is_the_union_of_intervals():
 
     assert busy_microseconds([(0, 10), (5, 15), (20, 30), (21, 22)]) == 25
     assert busy_microseconds([]) == 0
+
+
+def test_learning_benchmark_reports_curves_and_stops_on_time(tmp_path):
+    config = ROOT / "configs" / "demo.yaml"
+    small = ["--set", "model.features=8", "--set", "data.crop=24", "--set", "data.batch_size=4",
+             "--set", "train.log_every=2", "--set", "data.workers=0", "--set", "train.device=cpu"]
+    full = run("learning.py", "--config", str(config), "--episodes", "4", "--val-every", "2", *small,
+               "--run-dir", str(tmp_path / "a"), "--out", str(tmp_path / "a.json"))
+    assert json.loads((tmp_path / "a.json").read_text()) == full
+    assert full["episodes"] == 4 and full["precision"] == "fp32" and full["compile"][0] == "off"
+    assert [e for e, _ in full["val_psnr"]] == [2, 4] and all(15 < p < 40 for _, p in full["val_psnr"])
+    assert [e for e, _ in full["entropy"]] == [2, 4] and 0 < full["final"]["entropy"] <= 3.3
+    assert full["episodes_per_s"] > 0 and full["peak_gpu_mib"] is None
+    timed = run("learning.py", "--config", str(config), "--episodes", "1000", "--seconds", "0.01",
+                "--val-every", "1000", *small, "--run-dir", str(tmp_path / "b"))
+    # Stopped at the first log interval past the limit, validated once at the end.
+    assert timed["episodes"] == 2 and [e for e, _ in timed["val_psnr"]] == [2]
