@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 
@@ -11,6 +10,7 @@ import torch
 
 from r3l.config import from_dict
 from r3l.data import EpisodeBatches
+from r3l.files import to_json
 from r3l.denoiser import pick_device
 from r3l.trainer import Trainer
 
@@ -27,7 +27,7 @@ def device_name(device: torch.device) -> str:
 
 def emit(result: dict, out: str | None) -> None:
     """Print the result as JSON and, with ``out``, write it there too."""
-    text = json.dumps(result, indent=2)
+    text = to_json(result, indent=2)
     print(text)
     if out:
         with open(out, "w") as handle:

@@ -102,7 +102,13 @@ def test_bad_inputs_give_one_clear_line(trained, tmp_path):
     assert_clean_error(r3l("train", "--config", cfg, "--run-dir", folder / "run"), "already holds a checkpoint")
     # a checkpoint of another architecture, loaded to resume a run configured differently
     assert_clean_error(r3l("train", "--config", cfg, "--run-dir", folder / "run", "--resume",
-                           "--set", "model.features=16"), "checkpoint holds", "features=8", "features=16")
+                           "--set", "model.features=16"), "config differs", "model.features: 8 -> 16", "--force")
+    forced = r3l("train", "--config", cfg, "--run-dir", folder / "run", "--resume", "--force",
+                 "--set", "model.features=16")
+    assert forced.returncode == 2 and "Traceback" not in forced.stderr
+    assert forced.stderr.strip().splitlines()[-1].endswith("expected name=r3l, channels=1, features=16, "
+                                                            "n_actions=27, steps=6")
+    assert "checkpoint holds" in forced.stderr and "warning: resuming with a changed model.features" in forced.stderr
     bad = r3l("eval", "--checkpoint", ckpt, "--data", folder / "test", "--sigma", "-3")
     assert bad.returncode == 2 and "--sigma" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -117,3 +117,130 @@ def test_fuzz_config_text(tmp_path_factory, text):
         load_config(path)
     except R3LError:
         pass
+
+
+# The Python API: any array (or non-array) gives a same-shaped, same-dtype result or r3l's own one-line error.
+_DENOISER = []
+
+
+def _tiny_denoiser():
+    if not _DENOISER:
+        import torch
+
+        from r3l.denoiser import Denoiser
+        from r3l.networks import build_network
+
+        torch.manual_seed(0)
+        arch = {"name": "r3l", "channels": 1, "features": 4, "n_actions": 5, "action_step": 1.0, "steps": 2}
+        _DENOISER.append(Denoiser(build_network(arch), arch, "cpu"))
+    return _DENOISER[0]
+
+
+DTYPES = [np.uint8, np.uint16, np.int8, np.int16, np.int32, np.int64, np.uint32, np.float16, np.float32,
+          np.float64, np.bool_, np.complex64]
+
+
+@st.composite
+def arrays(draw):
+    kind = draw(st.sampled_from(["array", "array", "array", "list", "scalar"]))
+    if kind == "list":
+        return draw(st.lists(st.lists(st.floats(-2, 300), max_size=4), max_size=4))
+    if kind == "scalar":
+        return draw(st.one_of(st.floats(), st.integers(), st.none(), st.text(max_size=4)))
+    shape = tuple(draw(st.lists(st.integers(0, 9), min_size=0, max_size=4)))
+    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = draw(st.sampled_from([1.0, 255.0, 65535.0, 1e30]))
+    values = rng.random(shape) * scale - draw(st.sampled_from([0.0, 0.5]))
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        values = np.clip(values, info.min, info.max)
+    elif dtype.kind == "f" and draw(st.booleans()) and values.size:
+        values.flat[0] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 0.5]))
+    with np.errstate(all="ignore"):
+        return values.astype(dtype)
+
+
+@given(image=arrays())
+def test_fuzz_python_api(image):
+    denoiser = _tiny_denoiser()
+    try:
+        out = denoiser.denoise(image)
+    except R3LError as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    assert isinstance(image, np.ndarray)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    if out.dtype.kind == "f":
+        assert np.isfinite(out).all()
+
+
+# Checkpoint headers: random edits of the JSON (re-signed or not) load to a valid checkpoint or give r3l's error.
+_CHECKPOINT = []
+
+
+def _checkpoint_bytes(tmp_path_factory) -> bytes:
+    if not _CHECKPOINT:
+        import torch
+
+        from r3l.checkpoint import Checkpoint, save_checkpoint
+        from r3l.networks import build_network
+
+        arch = {"name": "r3l", "channels": 1, "features": 4, "n_actions": 5, "action_step": 1.0, "steps": 2,
+                "head_init": "small"}
+        torch.manual_seed(0)
+        path = tmp_path_factory.mktemp("ckpt") / "c.safetensors"
+        save_checkpoint(path, Checkpoint(arch, build_network(arch).state_dict(), {"seed": 0}, 3,
+                                         {"best_val_psnr": float("-inf")}))
+        _CHECKPOINT.append(path.read_bytes())
+    return _CHECKPOINT[0]
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**9, 10**9), st.floats(allow_nan=False),
+              st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6)
+
+
+@given(data=st.data())
+def test_fuzz_checkpoint_header(tmp_path_factory, data):
+    import json
+
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    from r3l.checkpoint import _digest, _header_digest, load_checkpoint, load_weights
+    from r3l.networks import build_network
+
+    raw = _checkpoint_bytes(tmp_path_factory)
+    size = int.from_bytes(raw[:8], "little")
+    meta = json.loads(json.loads(raw[8 : 8 + size])["__metadata__"]["r3l"])
+    for _ in range(data.draw(st.integers(1, 3))):
+        node = meta
+        path = data.draw(st.lists(st.sampled_from(["arch", "info", "config", "episode", "format_version",
+                                                   "optim_groups", "name", "channels", "features", "n_actions",
+                                                   "action_step", "steps", "head_init", "x"]), min_size=1,
+                                  max_size=2))
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                break
+            node = node[key]
+        else:
+            if data.draw(st.booleans()) and path[-1] in node:
+                del node[path[-1]]
+            else:
+                node[path[-1]] = data.draw(json_values)
+    tensors = st_load(raw)
+    if data.draw(st.booleans()):
+        meta["sha256"] = _header_digest(_digest(tensors), meta)
+    file = tmp_path_factory.mktemp("edit") / "c.safetensors"
+    file.write_bytes(st_save(tensors, metadata={"r3l": json.dumps(meta)}))
+    try:
+        ckpt = load_checkpoint(file)
+        net = build_network(ckpt.arch)
+        load_weights(net, ckpt, ckpt.arch, file)
+    except R3LError as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    assert isinstance(ckpt.episode, int) and ckpt.episode >= 0

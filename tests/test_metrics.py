@@ -32,3 +32,18 @@ def test_ssim_matches_scikit_image(shape):
 
 def test_to_uint8_clips_and_rounds():
     assert to_uint8(np.array([-0.1, 0.5, 1.2, 0.0019, 0.002])).tolist() == [0, 128, 255, 0, 1]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (10, 12, 3), (3, 40)])
+def test_ssim_of_images_smaller_than_the_window_uses_the_largest_window_that_fits(shape):
+    rng = np.random.default_rng(2)
+    clean = rng.integers(0, 256, shape, dtype=np.uint8)
+    noisy = np.clip(clean + rng.normal(0, 25, shape), 0, 255).astype(np.uint8)
+    fits = min(shape[0], shape[1], 11)
+    win = fits if fits % 2 else fits - 1
+    ref = structural_similarity(
+        noisy, clean, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
+        win_size=win, channel_axis=2 if len(shape) == 3 else None,
+    )
+    assert ssim(noisy, clean) == pytest.approx(ref, abs=1e-6)
+    assert ssim(clean, clean) == pytest.approx(1.0)

@@ -78,7 +78,7 @@ def test_dncnn_file_errors(tmp_path):
         dncnn_from_weights(bad)
     other = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(3)}, other)
-    with pytest.raises(R3LError, match="no DnCNN layers"):
+    with pytest.raises(R3LError, match="not KAIR's DnCNN layout .key 'conv.weight'"):
         dncnn_from_weights(other)
 
 

@@ -122,7 +122,7 @@ def test_fp16_training_matches_fp32_and_checkpoints_its_scale(tiny_folder):
     saved = load_checkpoint(tiny_folder / "fp16" / "last.safetensors", with_training_state=True)
     assert saved.info["loss_scale"] == trainer.mixed.loss_scale.state_dict()
     values["train"].update(episodes=3)
-    resumed = Trainer(from_dict(values), tiny_folder / "fp16", resume=True)
+    resumed = Trainer(from_dict(values), tiny_folder / "fp16", resume=True, force=True)  # more episodes: a changed run
     assert resumed.mixed.loss_scale.state_dict() == saved.info["loss_scale"]
 
 

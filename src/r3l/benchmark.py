@@ -25,9 +25,11 @@ from r3l.config import expand_path
 from r3l.data import NamedImage, load_images, noisy_version
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.evaluate import evaluate, write_csv, write_json
+from r3l.evaluate import evaluate, write_csv
+from r3l.files import write_json
 from r3l.figures import grid, label
-from r3l.images import atomic_write_bytes, write_image
+from r3l.files import atomic_write_bytes, to_json
+from r3l.images import write_image
 from r3l.metrics import to_uint8
 
 #: Published BSD68 PSNR (dB), R3L paper Tables 3 and 4: σ_train → method → σ_test → PSNR.
@@ -48,7 +50,7 @@ PUBLISHED: dict[int, dict[str, dict[int, float]]] = {
     },
 }
 
-METHOD_KINDS = ("checkpoint", "dncnn_weights", "bm3d", "noisy", "untrained")
+METHOD_KINDS = ("checkpoint", "model", "dncnn_weights", "bm3d", "noisy", "untrained")
 
 
 @dataclass
@@ -202,6 +204,12 @@ def build_method(spec: MethodSpec, cfg: BenchmarkConfig, cache_dir: Path) -> tup
         path = expand_path(str(spec.value), f"{spec.name}.checkpoint")
         den = Denoiser.from_checkpoint(path, cfg.device)
         return den, f"ckpt:{_file_digest(path)}:{seed_key}"
+    if spec.kind == "model":
+        from r3l.zoo import find_model
+
+        path = find_model(str(spec.value)).path
+        den = Denoiser.from_checkpoint(path, cfg.device)
+        return den, f"ckpt:{_file_digest(path)}:{seed_key}"
     if spec.kind == "dncnn_weights":
         path = expand_path(str(spec.value), f"{spec.name}.dncnn_weights")
         den = Denoiser.from_dncnn_weights(path, cfg.device)
@@ -234,9 +242,11 @@ def _read_cache(path: Path) -> list[dict]:
     rows = []
     for line in path.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             continue  # a line cut short by an interruption: its images are simply computed again
+        # Strict JSON stores an infinite PSNR (output equal to the clean image) as null.
+        rows.append({k: float("inf") if v is None and k.startswith("psnr") else v for k, v in row.items()})
     return rows
 
 
@@ -369,7 +379,7 @@ def run_benchmark(cfg: BenchmarkConfig, out_dir: Path, progress: bool = True) ->
 
             def append(new_rows: list[dict], key: str = key) -> None:
                 for r in new_rows:
-                    cache.write(json.dumps({**r, "key": key}) + "\n")
+                    cache.write(to_json({**r, "key": key}) + "\n")
                 cache.flush()
 
             found = evaluate(method, images, cfg.sigmas, cfg.seed, progress=progress, done=done, on_rows=append,

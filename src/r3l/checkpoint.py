@@ -20,10 +20,12 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from r3l.errors import R3LError
-from r3l.images import atomic_write_bytes
+from r3l.files import atomic_write_bytes, to_json
 
 FORMAT = "r3l-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2: the checksum covers the JSON header as well as the tensors (version 1: tensors only; still read,
+with every header field validated)."""
 
 
 @dataclass
@@ -47,6 +49,58 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def _header_digest(tensor_digest: str, meta: dict[str, Any]) -> str:
+    """Checksum of the tensors' digest and every header field but the checksum itself."""
+    fields = {k: v for k, v in meta.items() if k != "sha256"}
+    return hashlib.sha256((tensor_digest + to_json(fields)).encode()).hexdigest()
+
+
+ARCH_NAMES = ("r3l", "r3n", "dncnn")
+_ARCH_INTS = {"channels": (1, 3), "features": (1, 4096), "n_actions": (1, 1023), "steps": (1, 1000),
+              "depth": (2, 1000)}
+_ARCH_KEYS = {"r3l": ("channels", "features", "n_actions", "action_step", "steps"),
+              "r3n": ("channels", "features", "steps"), "dncnn": ("channels", "features", "depth")}
+
+
+def validate_header(meta: dict[str, Any], path: Path) -> None:
+    """Every header field of the right type and range, or a clear error naming the field."""
+    def bad(key: str, expected: str) -> R3LError:
+        return R3LError(f"{path}: checkpoint header field {key} = {meta_value(key)!r} is invalid, expected {expected}")
+
+    def meta_value(key: str) -> Any:
+        node: Any = meta
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    arch = meta.get("arch")
+    if not isinstance(arch, dict) or arch.get("name") not in ARCH_NAMES:
+        raise bad("arch.name", f"one of {', '.join(ARCH_NAMES)}")
+    for key in _ARCH_KEYS[arch["name"]]:
+        value = arch.get(key)
+        if key == "action_step":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 256:
+                raise bad("arch.action_step", "a number in (0, 256)")
+            continue
+        low, high = _ARCH_INTS[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise bad(f"arch.{key}", "1 or 3" if key == "channels" else f"a whole number in [{low}, {high}]")
+        if key == "channels" and value not in (1, 3):
+            raise bad("arch.channels", "1 or 3")
+        if key == "n_actions" and value % 2 == 0:
+            raise bad("arch.n_actions", "an odd whole number (actions symmetric around 'no change')")
+    if "head_init" in arch and not isinstance(arch["head_init"], str):
+        raise bad("arch.head_init", "a string")
+    episode = meta.get("episode", 0)
+    if isinstance(episode, bool) or not isinstance(episode, int) or episode < 0:
+        raise bad("episode", "a non-negative whole number")
+    for key, kind in (("config", dict), ("info", dict)):
+        if not isinstance(meta.get(key, {}), kind):
+            raise bad(key, "a JSON object")
+    if meta.get("optim_groups") is not None and not isinstance(meta["optim_groups"], list):
+        raise bad("optim_groups", "a list")
 
 
 def previous_path(path: str | Path) -> Path:
@@ -73,10 +127,11 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, keep_previous: bool = Fa
         "episode": ckpt.episode,
         "info": ckpt.info,
         "optim_groups": ckpt.optim_groups,
-        "sha256": _digest(tensors),
     }
+    meta = json.loads(to_json(meta))  # strict JSON (no Infinity), exactly as it will be read back
+    meta["sha256"] = _header_digest(_digest(tensors), meta)
     backup = previous_path(path) if keep_previous else None
-    atomic_write_bytes(path, st_save(tensors, metadata={"r3l": json.dumps(meta)}), backup)
+    atomic_write_bytes(path, st_save(tensors, metadata={"r3l": to_json(meta)}), backup)
 
 
 def _read_metadata(raw: bytes, path: Path) -> dict[str, Any]:
@@ -102,15 +157,21 @@ def load_checkpoint(path: str | Path, with_training_state: bool = False) -> Chec
     meta = _read_metadata(raw, path)
     if meta.get("format") != FORMAT:
         raise R3LError(f"{path}: not an r3l checkpoint (no r3l metadata)")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise R3LError(f"{path}: checkpoint format version {meta.get('format_version')} is not supported")
+    version = meta.get("format_version")
+    if version not in (1, FORMAT_VERSION) or isinstance(version, bool):
+        raise R3LError(f"{path}: checkpoint format version {version!r} is not supported")
     try:
         tensors = st_load(raw)
     except (SafetensorError, ValueError):
         raise R3LError(f"{path}: checkpoint is damaged (its tensors do not decode)") from None
-    if meta.get("sha256") != _digest(tensors):
-        raise R3LError(f"{path}: checkpoint is damaged (checksum mismatch)")
+    digest = _digest(tensors) if version == 1 else _header_digest(_digest(tensors), meta)
+    if meta.get("sha256") != digest:
+        raise R3LError(f"{path}: checkpoint is damaged or edited (checksum mismatch)")
+    validate_header(meta, path)
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    broken = next((k for k, v in model.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:
+        raise R3LError(f"{path}: weight {broken} holds NaN or infinite values; the model is unusable")
     ckpt = Checkpoint(meta["arch"], model, meta.get("config", {}), meta.get("episode", 0), meta.get("info", {}))
     if with_training_state:
         state: dict[int, dict[str, torch.Tensor]] = {}

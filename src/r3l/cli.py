@@ -39,7 +39,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     if not args.resume and (run_dir / "last.safetensors").exists():
         raise R3LError(f"{run_dir}: run directory already holds a checkpoint; pass --resume or another --run-dir")
-    trainer = Trainer(cfg, run_dir, resume=args.resume)
+    if args.force and not args.resume:
+        raise R3LError("--force only applies to --resume")
+    trainer = Trainer(cfg, run_dir, resume=args.resume, force=args.force)
+    if args.resume:
+        print(f"resuming {run_dir} at episode {trainer.start_episode} of {cfg.train.episodes}", flush=True)
     last = trainer.train()
     summary = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in last.items()
                         if k in ("charts/psnr_gain", "val/psnr"))
@@ -47,16 +51,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_model_args(args: argparse.Namespace) -> None:
+    """Refuse contradictory model arguments before anything is loaded."""
+    if args.checkpoint and (args.model or args.weights):
+        raise R3LError("give either --checkpoint CKPT or --model NAME, not both")
+    if args.weights and args.model != "dncnn":
+        raise R3LError("--weights PTH needs --model dncnn")
+    if args.model == "dncnn" and not args.weights:
+        raise R3LError("--model dncnn needs --weights PATH (KAIR's dncnn_25.pth)")
+    if args.decode != "greedy" and args.model == "dncnn":
+        raise R3LError(f"--decode {args.decode} applies to R3L policies, not to --model dncnn")
+
+
 def _load_denoiser(args: argparse.Namespace):
+    """--checkpoint, KAIR's DnCNN (--model dncnn --weights), or a registry model (--model NAME, default the
+    gray σ-25 R3L)."""
     from r3l.denoiser import Denoiser
 
+    _check_model_args(args)
+    options = {"precision": args.precision, "compile": args.compile, "self_ensemble": args.self_ensemble}
+    if args.model == "dncnn":
+        return Denoiser.from_dncnn_weights(args.weights, args.device, **options)
+    options["decoding"] = args.decode
     if args.checkpoint:
-        return Denoiser.from_checkpoint(args.checkpoint, args.device, args.precision, args.compile)
-    if getattr(args, "model", None) == "dncnn":
-        if not args.weights:
-            raise R3LError("--model dncnn needs --weights PATH (KAIR's dncnn_25.pth)")
-        return Denoiser.from_dncnn_weights(args.weights, args.device, args.precision, args.compile)
-    raise R3LError("give --checkpoint CKPT (or --model dncnn --weights PTH)")
+        return Denoiser.from_checkpoint(args.checkpoint, args.device, **options)
+    return Denoiser.pretrained(args.model, args.device, **options)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -80,39 +99,79 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _outputs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """(input, output) pairs, checked before any work: every output name distinct and of a known format.
+
+    With --out-dir every output keeps its input's file name; two inputs of the same name (``dA/x.png``,
+    ``dB/x.png``) are refused before any work rather than one overwriting the other.
+    """
+    from r3l.images import list_images, output_bits
+
     inputs = [Path(p) for p in args.inputs]
     if args.output:
-        if len(inputs) != 1:
-            raise R3LError("-o/--output takes one input; use --out-dir for several")
-        return [(inputs[0], Path(args.output))]
-    if not args.out_dir:
+        if len(inputs) != 1 or inputs[0].is_dir():
+            raise R3LError("-o/--output takes one input file; use --out-dir for several or for a folder")
+        pairs = [(inputs[0], Path(args.output))]
+    elif not args.out_dir:
         raise R3LError("give -o OUTPUT (one input) or --out-dir DIR")
-    from r3l.images import list_images
+    else:
+        out_dir, pairs = Path(args.out_dir), []
+        for path in inputs:
+            if path.is_dir():
+                pairs += [(f, out_dir / f.name) for f in list_images(path)]
+            else:
+                pairs.append((path, out_dir / path.name))
+    seen: dict[Path, Path] = {}
+    unique = []
+    for src, dst in pairs:
+        key = dst.resolve()
+        if key in seen:
+            if seen[key].resolve() == src.resolve():
+                continue  # the same file given twice
+            raise R3LError(f"{seen[key]} and {src} would both be written to {dst}; denoise them into separate "
+                           "--out-dir folders")
+        if src.resolve() == key:
+            raise R3LError(f"{dst}: output would overwrite its input")
+        output_bits(dst, 8)
+        seen[key] = src
+        unique.append((src, dst))
+    return unique
 
-    pairs = []
-    for path in inputs:
-        files = list_images(path) if path.is_dir() else [path]
-        pairs += [(f, Path(args.out_dir) / f.name) for f in files]
-    return pairs
+
+def _explain_dirs(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> list[Path | None]:
+    """Where --explain writes each image's maps: DIR/<input stem>; two inputs of one stem are refused."""
+    if not args.explain:
+        return [None] * len(pairs)
+    dirs, seen = [], {}
+    for src, _ in pairs:
+        folder = Path(args.explain) / src.stem
+        if folder in seen:
+            raise R3LError(f"--explain: {seen[folder]} and {src} would both write {folder}; explain them in "
+                           "separate runs")
+        seen[folder] = src
+        dirs.append(folder)
+    return dirs
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    from r3l.images import read_image, write_image
+    from r3l.images import output_bits, read_image_with_alpha, write_image
 
-    denoiser = _load_denoiser(args)
+    _check_model_args(args)
     pairs = _outputs(args)
+    explain_dirs = _explain_dirs(args, pairs)
+    denoiser = _load_denoiser(args)
+    if args.explain and denoiser.env is None:
+        raise R3LError(f"--explain needs an R3L checkpoint; this model is {denoiser.arch['name']} (nothing written)")
     failed = 0
-    for src, dst in pairs:
+    for (src, dst), explain_dir in zip(pairs, explain_dirs):
         try:
-            if src.resolve() == dst.resolve():
-                raise R3LError(f"{dst}: output would overwrite its input")
-            image, info = read_image(src)
+            image, alpha, info = read_image_with_alpha(src)
+            output_bits(dst, info.bits)
             out = denoiser.denoise(image)
-            write_image(dst, out, bits=info.bits)
-            if args.explain:
+            write_image(dst, out, bits=info.bits, alpha=alpha)
+            if explain_dir is not None:
                 from r3l.explain import explain
 
-                explain(denoiser, image, Path(args.explain) / src.stem)
+                explain(denoiser, image, explain_dir)
         except R3LError as exc:
             if len(pairs) == 1:
                 raise
@@ -121,6 +180,70 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     done = len(pairs) - failed
     print(f"denoised {done} of {len(pairs)} image(s)" + (f"; {failed} failed" if failed else ""))
     return 1 if failed else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from r3l.zoo import DEFAULT_MODEL, list_models, pack_model, subset_psnr
+
+    if args.action == "pack":
+        missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--name", args.name),
+                                            ("--out", args.out)) if not value]
+        if missing:
+            raise R3LError(f"r3l models pack needs {', '.join(missing)}")
+        training = _read_json(args.training, "--training") if args.training else {}
+        psnr = {}
+        if args.benchmark:
+            methods = _read_json(args.benchmark, "--benchmark").get("methods", {})
+            if args.name not in methods:
+                raise R3LError(f"{args.benchmark}: no method named {args.name!r} in this benchmark summary")
+            psnr = {k: round(v["psnr"], 4) for k, v in methods[args.name].get("sigmas", {}).items()}
+        card = pack_model(args.checkpoint, args.name, args.description, args.data_root or _data_root(),
+                          args.out, [i for i in args.images.split(",") if i], training=training, bsd68_psnr=psnr)
+        print(f"packed {card.name} into {args.out}: subset PSNR {card.check.psnr:.2f} dB "
+              f"({len(card.check.images)} {card.check.data} images, sigma {card.check.sigma:g})")
+        return 0
+    models = list_models()
+    if args.json:
+        from r3l.files import to_json
+
+        print(to_json([{**c.to_dict(), "path": str(c.path)} for c in models], indent=2))
+        return 0
+    if not models:
+        print("no trained models are installed (this r3l ships none yet); R3L_MODELS adds folders of models")
+        return 0
+    failed = 0
+    for card in models:
+        at = card.bsd68_psnr.get("25")
+        line = (f"{card.name:<18} {card.arch['name']:<6} {card.arch['channels']}ch  sigma {card.sigma}  "
+                f"BSD68@25 {at:.2f} dB  " if at is not None else
+                f"{card.name:<18} {card.arch['name']:<6} {card.arch['channels']}ch  sigma {card.sigma}  ")
+        line += ("(default)  " if card.name == DEFAULT_MODEL else "") + card.description
+        if args.action == "check":
+            measured = subset_psnr(card, args.data_root or _data_root())
+            ok = abs(measured - card.check.psnr) <= 0.01
+            failed += not ok
+            line += f"  check {measured:.4f} vs {card.check.psnr:.4f} dB: {'ok' if ok else 'MISMATCH'}"
+        print(line)
+    return 1 if failed else 0
+
+
+def _data_root() -> str:
+    root = os.environ.get("R3L_DATA")
+    if not root:
+        raise R3LError("R3L_DATA is not set: pass --data-root (the folder holding BSD68)")
+    return root
+
+
+def _read_json(path: str, flag: str) -> dict:
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        raise R3LError(f"{flag} {path}: not a readable JSON file") from None
+    if not isinstance(data, dict):
+        raise R3LError(f"{flag} {path}: expected a JSON object")
+    return data
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -162,13 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set ppo.lr=1e-4 --set data.batch_size=16 (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir from its last checkpoint (same episode, same LR)")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: accept a config that differs from the run's (each change is reported); "
+                        "without it such a resume is refused")
     p.add_argument("--run-dir", help="run directory (default: runs/<name>)")
     p.set_defaults(func=cmd_train)
 
     def add_model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--checkpoint", help="an r3l checkpoint (.safetensors)")
-        p.add_argument("--model", choices=["dncnn"], help="with --weights: a pretrained baseline instead")
+        p.add_argument("--model", metavar="NAME",
+                       help="a model of the registry (r3l models lists them; without --checkpoint and --model, "
+                            "the gray sigma-25 R3L), or dncnn with --weights for KAIR's DnCNN")
         p.add_argument("--weights", help="KAIR's DnCNN weights file for --model dncnn")
+        p.add_argument("--decode", choices=["greedy", "expected"], default="greedy",
+                       help="R3L: each step adds the most likely action's residual (greedy, default, the paper's) "
+                            "or the policy's mean residual (expected)")
+        p.add_argument("--self-ensemble", action="store_true",
+                       help="average the estimates of the 8 flips/rotations of the input (8x the work)")
         p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
         p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                        help="network arithmetic: fp32 (default, exact), or bf16/fp16 autocast (faster on GPUs; "
@@ -204,6 +337,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "blue = darker, red = brighter) and DIR/<image>/estimate.gif (the estimate over the steps)")
     p.set_defaults(func=cmd_denoise)
 
+    p = sub.add_parser("models", help="list the trained models r3l has (shipped and R3L_MODELS folders)",
+                       description="List the model registry: each model's name, architecture, training sigma, "
+                                   "BSD68 PSNR and file. `check` measures each model's stored subset PSNR again; "
+                                   "`pack` turns a checkpoint into a registry entry (weights + card).")
+    p.add_argument("action", nargs="?", choices=["list", "check", "pack"], default="list")
+    p.add_argument("--json", action="store_true", help="list: print the cards as JSON")
+    p.add_argument("--data-root", help="check/pack: the folder holding BSD68 (default $R3L_DATA)")
+    p.add_argument("--checkpoint", help="pack: the checkpoint to pack")
+    p.add_argument("--name", help="pack: the model's name, e.g. r3l-gray-s25")
+    p.add_argument("--description", default="", help="pack: one line saying what the model is")
+    p.add_argument("--images", default="test001,test002,test003,test004",
+                   help="pack: comma-separated BSD68 image names of the subset check (default the first four)")
+    p.add_argument("--out", help="pack: the registry folder to write into")
+    p.add_argument("--training", help="pack: a JSON file of how it was made (device, minutes, ...) for the card")
+    p.add_argument("--benchmark", help="pack: a summary.json of r3l benchmark whose row for --name gives the "
+                                       "card's BSD68 PSNR per sigma")
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("benchmark", help="the paper's noise-mismatch tables for a list of methods",
                        description="Evaluate R3L/R3N/DnCNN checkpoints, KAIR's DnCNN, BM3D and the noisy input "
                                    "over several test sigmas on the same seeded noisy images; writes table.md "
@@ -230,8 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from r3l.errors import plain_warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    plain_warnings()
     try:
         return args.func(args)
     except R3LError as exc:

@@ -9,7 +9,8 @@ from pathlib import Path
 from r3l.config import load_config
 from r3l.data import load_images
 from r3l.denoiser import Denoiser
-from r3l.evaluate import evaluate, summarize, write_json
+from r3l.evaluate import evaluate, summarize
+from r3l.files import write_json
 from r3l.figures import grid, label
 from r3l.images import write_image
 from r3l.metrics import to_uint8

@@ -14,6 +14,7 @@ from r3l.networks import ActorCritic, build_network, dncnn_from_weights
 from r3l.optim import autocast
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+DECODINGS = ("greedy", "expected")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -51,12 +52,18 @@ class Denoiser:
     2 GB, and the margins add 56% work over untiled inference."""
 
     def __init__(self, net: nn.Module, arch: dict, device: str | torch.device = "auto", tile: int = TILE,
-                 precision: str = "fp32", channels_last: bool | None = None, compile: bool = False):
+                 precision: str = "fp32", channels_last: bool | None = None, compile: bool = False,
+                 decoding: str = "greedy", self_ensemble: bool = False):
         from r3l.errors import R3LError
 
         if precision not in PRECISIONS:
             raise R3LError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if decoding not in DECODINGS:
+            raise R3LError(f"decoding {decoding!r}: expected one of {', '.join(DECODINGS)}")
+        if decoding != "greedy" and arch["name"] != "r3l":
+            raise R3LError(f"decoding {decoding!r} applies to R3L policies; this model is {arch['name']}")
         self.arch, self.tile, self.precision = arch, tile, precision
+        self.decoding, self.self_ensemble = decoding, self_ensemble
         self.device = pick_device(device) if isinstance(device, str) else device
         self.net = net.to(self.device).eval()
         # NHWC convolutions are cuDNN's fast path (None: on for CUDA); on the CPU the plain layout is kept.
@@ -77,19 +84,38 @@ class Denoiser:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
-                        precision: str = "fp32", compile: bool = False) -> "Denoiser":
+                        precision: str = "fp32", compile: bool = False, **options) -> "Denoiser":
+        """An r3l checkpoint (``.safetensors``); ``options`` as for the constructor (``decoding``, ...)."""
         ckpt = load_checkpoint(path)
         net = build_network(ckpt.arch)
         load_weights(net, ckpt, ckpt.arch, path)
-        return cls(net, ckpt.arch, device, precision=precision, compile=compile)
+        return cls(net, ckpt.arch, device, precision=precision, compile=compile, **options)
 
     @classmethod
     def from_dncnn_weights(cls, path: str | Path, device: str | torch.device = "auto",
-                           precision: str = "fp32", compile: bool = False) -> "Denoiser":
+                           precision: str = "fp32", compile: bool = False, **options) -> "Denoiser":
         """KAIR's DnCNN ``.pth`` (read with ``weights_only=True``)."""
         net = dncnn_from_weights(path)
         arch = {"name": "dncnn", "channels": net.channels, "features": net.features, "depth": net.depth}
-        return cls(net, arch, device, precision=precision, compile=compile)
+        return cls(net, arch, device, precision=precision, compile=compile, **options)
+
+    @classmethod
+    def pretrained(cls, name: str | None = None, device: str | torch.device = "auto", precision: str = "fp32",
+                   compile: bool = False, **options) -> "Denoiser":
+        """A model of r3l's registry by name (``r3l models`` lists them); ``None``: the default gray σ-25 R3L."""
+        from r3l.zoo import find_model
+
+        return cls.from_checkpoint(find_model(name).path, device, precision, compile, **options)
+
+    def _step(self, state: torch.Tensor) -> torch.Tensor:
+        """One R3L step: the argmax action's residual (greedy), or the policy's mean residual (expected)."""
+        with autocast(self.device, self.precision):
+            logits = self.forward(state)
+        if self.decoding == "greedy":
+            return self.env.transition(state, logits.argmax(dim=2))
+        probs = torch.softmax(logits.float(), dim=2)
+        values = self.env.residual(torch.arange(self.env.n_actions, device=state.device))
+        return state + (probs * values.view(1, 1, -1, 1, 1)).sum(dim=2)
 
     @torch.no_grad()
     def trajectory(self, noisy: torch.Tensor) -> list[torch.Tensor]:
@@ -97,9 +123,7 @@ class Denoiser:
         assert isinstance(self.net, ActorCritic) and self.env is not None
         states = [noisy.contiguous(memory_format=self.memory_format)]
         for _ in range(self.env.steps):
-            with autocast(self.device, self.precision):
-                logits = self.forward(states[-1])
-            states.append(self.env.transition(states[-1], logits.argmax(dim=2)))
+            states.append(self._step(states[-1]))
         return states
 
     @property
@@ -110,11 +134,26 @@ class Denoiser:
                        if isinstance(m, nn.Conv2d) and not name.startswith("value."))
         return per_pass * self.arch.get("steps", 1) if self.arch["name"] in ("r3l", "r3n") else per_pass
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _run_once(self, x: torch.Tensor) -> torch.Tensor:
         if self.env is not None:
             return self.trajectory(x)[-1]
         with autocast(self.device, self.precision):
             return self.forward(x.contiguous(memory_format=self.memory_format)).float()
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's estimate; with ``self_ensemble``, the mean over the 8 flips and 90° rotations of the
+        input, each estimate turned back (8× the work)."""
+        if not self.self_ensemble:
+            return self._run_once(x)
+        total = torch.zeros_like(x, dtype=torch.float32)
+        for k in range(4):
+            for flip in (False, True):
+                view = torch.rot90(x, k, dims=(2, 3))
+                view = view.flip(3) if flip else view
+                out = self._run_once(view.contiguous())
+                out = out.flip(3) if flip else out
+                total += torch.rot90(out, -k, dims=(2, 3)).clamp(0.0, 1.0)
+        return total / 8
 
     @torch.no_grad()
     def __call__(self, noisy: torch.Tensor) -> torch.Tensor:
@@ -139,17 +178,15 @@ class Denoiser:
         return out.clamp_(0.0, 1.0)
 
     def denoise(self, image: np.ndarray) -> np.ndarray:
-        """Denoise one image ``(H, W)`` or ``(H, W, C)``: float in [0, 1], uint8 or uint16; same shape and dtype out.
+        """Denoise one image ``(H, W)`` or ``(H, W, C)``: uint8, uint16 or float in [0, 1]; same shape and dtype out.
 
-        A gray model treats each colour channel as its own image; a colour model sees a gray image
-        copied to three channels and returns their mean.
+        C is 1 (gray) or 3 (colour), or 2 / 4 with an alpha channel last, which is returned unchanged. A gray
+        model treats each colour channel as its own image; a colour model sees a gray image copied to three
+        channels and returns their mean. Anything else (other integer types, whose scale is ambiguous, NaN, a
+        batch, an empty array, a list) is refused with an :class:`~r3l.errors.R3LError` naming the problem.
         """
+        x, alpha, scale = _checked_image(image)
         dtype = image.dtype
-        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(dtype, 1.0)
-        x = np.asarray(image, dtype=np.float32) / np.float32(scale)
-        squeeze = x.ndim == 2
-        if squeeze:
-            x = x[:, :, None]
         tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
         c = tensor.shape[0]
         if self.channels == 1:
@@ -159,8 +196,42 @@ class Denoiser:
         else:
             out = self(tensor[None])[0]
         result = out.cpu().numpy().transpose(1, 2, 0)
-        if squeeze:
-            result = result[:, :, 0]
         if scale != 1.0:
-            return np.round(result * scale).astype(dtype)
-        return result.astype(dtype, copy=False)
+            result = np.round(result * scale).astype(dtype)
+        else:
+            result = result.astype(dtype, copy=False)
+        if alpha is not None:
+            result = np.concatenate([result, alpha], axis=2)
+        return result[:, :, 0] if image.ndim == 2 else result
+
+
+def _checked_image(image: object) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """``image`` as float32 ``(H, W, C)`` in [0, 1] (C = 1 or 3), its alpha ``(H, W, 1)`` as given or None, and
+    the scale of its integer type (1.0 for floats); an :class:`R3LError` for anything ambiguous."""
+    from r3l.errors import R3LError
+
+    if not isinstance(image, np.ndarray):
+        raise R3LError(f"Denoiser.denoise takes a NumPy array (H, W) or (H, W, C), got {type(image).__name__}; "
+                       "for (B, C, H, W) float tensors call the Denoiser itself")
+    if image.ndim not in (2, 3) or image.size == 0 or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+        raise R3LError(f"image of shape {image.shape}: expected (H, W) or (H, W, C) with C = 1 or 3 "
+                       "(2 or 4 with alpha), non-empty")
+    scales = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+    if image.dtype in scales:
+        scale = scales[image.dtype]
+    elif image.dtype in (np.float16, np.float32, np.float64):
+        scale = 1.0
+        if not np.isfinite(image).all():
+            raise R3LError(f"{image.dtype} image holds NaN or infinite values")
+        low, high = float(image.min()), float(image.max())
+        if low < -1.0 or high > 2.0:  # room for unclipped noise; beyond it, a 0-255 image
+            raise R3LError(f"{image.dtype} image with values in [{low:.4g}, {high:.4g}]: float images are "
+                           "intensities in [0, 1] (divide by 255, or pass uint8)")
+    else:
+        raise R3LError(f"{image.dtype} image: its scale is ambiguous; pass uint8 (0-255), uint16 (0-65535) "
+                       "or float in [0, 1]")
+    x = image[:, :, None] if image.ndim == 2 else image
+    alpha = None
+    if x.shape[2] in (2, 4):
+        x, alpha = x[:, :, :-1], x[:, :, -1:]
+    return np.asarray(x, dtype=np.float32) / np.float32(scale), alpha, scale

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from r3l.data import NamedImage, noisy_version
-from r3l.images import atomic_write_bytes, write_image
+from r3l.files import atomic_write_bytes, write_json
+from r3l.images import write_image
 from r3l.metrics import psnr, ssim, to_uint8
 
 FIELDS = ("image", "sigma", "psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds", "noisy_sha256")
@@ -129,6 +129,3 @@ def write_csv(rows: list[dict], path: str | Path, fields: tuple[str, ...] = FIEL
         writer.writerow({k: (f"{v:.4f}" if k in METRICS else v) for k, v in row.items()})
     atomic_write_bytes(path, buffer.getvalue().encode())
 
-
-def write_json(data: dict, path: str | Path) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())

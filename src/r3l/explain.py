@@ -11,7 +11,8 @@ from PIL import Image
 
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.images import atomic_write_bytes, to_channels, write_image
+from r3l.files import atomic_write_bytes
+from r3l.images import to_channels, write_image
 from r3l.metrics import to_uint8
 
 

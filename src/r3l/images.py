@@ -7,6 +7,7 @@ first so that the size is checked against a pixel limit before any pixel is deco
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from r3l.errors import R3LError
+from r3l.errors import R3LError, warn
+from r3l.files import atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: Default limit on width × height (a decompression-bomb guard); ``R3L_MAX_PIXELS`` overrides it.
@@ -44,16 +46,22 @@ def max_pixels() -> int:
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What a file held: its size, channel count and bit depth (8 or 16)."""
+    """What a file held: its size, colour channel count (1 or 3), bit depth (8, 16, or 32 for float) and
+    whether it had an alpha channel."""
 
     height: int
     width: int
     channels: int
     bits: int
+    alpha: bool = False
 
 
-def _open_checked(path: Path) -> bool:
-    """Check that ``path`` is an image within the pixel limit; return whether it holds 16-bit colour."""
+def _open_checked(path: Path) -> str:
+    """Check that ``path`` is an image within the pixel limit; return which decoder reads it best.
+
+    ``"opencv"`` for 16-bit colour (Pillow would cut it to 8 bits) and for TIFFs that Pillow cannot identify
+    (e.g. float colour), ``"pillow"`` otherwise.
+    """
     if not path.is_file():
         raise R3LError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -64,9 +72,13 @@ def _open_checked(path: Path) -> bool:
             width, height = im.size
             rawmode = str(im.tile[0][3][0] if im.tile and isinstance(im.tile[0][3], tuple)
                           else im.tile[0][3] if im.tile else "")
-            deep_colour = im.mode in ("RGB", "RGBA") and ";16" in rawmode
+            decoder = "opencv" if im.mode in ("RGB", "RGBA") and ";16" in rawmode else "pillow"
     except Exception:
-        raise R3LError(f"{path}: not a readable image (expected PNG, JPEG, BMP or TIFF)") from None
+        if path.suffix.lower() in (".tif", ".tiff") and _opencv_tiff_size(path) is not None:
+            height, width = _opencv_tiff_size(path)
+            decoder = "opencv"
+        else:
+            raise R3LError(f"{path}: not a readable image (expected PNG, JPEG, BMP or TIFF)") from None
     if width <= 0 or height <= 0:
         raise R3LError(f"{path}: image has zero size ({width}x{height})")
     limit = max_pixels()
@@ -74,44 +86,68 @@ def _open_checked(path: Path) -> bool:
         raise R3LError(
             f"{path}: {width}x{height} image exceeds the pixel limit of {limit} (set R3L_MAX_PIXELS to raise it)"
         )
-    return deep_colour
+    return decoder
 
 
-def read_header(path: str | Path) -> tuple[int, int]:
-    """Return ``(height, width)`` from the file header without decoding pixels."""
-    path = Path(path)
-    _open_checked(path)
-    with Image.open(path) as im:
-        return im.size[1], im.size[0]
+def _opencv_tiff_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) of a TIFF that Pillow cannot identify, decoded by OpenCV; None if unreadable."""
+    try:
+        # OpenCV has no header-only read, so the file size bounds the work instead: these are uncompressed
+        # float TIFFs in practice, at least 4 bytes a sample.
+        if path.stat().st_size // 4 > 4 * max_pixels():
+            return None
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    return None if array is None else array.shape[:2]
 
 
-def _to_native(array: np.ndarray, path: Path) -> np.ndarray:
-    """A decoded RGB-order array as (H, W, C), C = 1 or 3, in uint8 or uint16; alpha dropped."""
+def _split(array: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A decoded RGB-order array as (colour (H, W, C), C = 1 or 3; alpha (H, W, 1) or None), each uint8,
+    uint16 or float32 in [0, 1]."""
     if array.ndim == 2:
         array = array[:, :, None]
     channels = array.shape[2]
-    if channels in (2, 4):  # alpha
-        array = array[:, :, : channels - 1]
-    elif channels not in (1, 3):
-        raise R3LError(f"{path}: {channels}-channel image, expected gray or colour")
-    if array.dtype == np.uint8 or array.dtype == np.uint16:
-        return np.ascontiguousarray(array)
+    if channels not in (1, 2, 3, 4):
+        raise R3LError(f"{path}: {channels}-channel image, expected gray or colour (with or without alpha)")
     if array.dtype in (np.int32, np.int64):
-        return np.ascontiguousarray(np.clip(array, 0, 65535).astype(np.uint16))
-    if array.dtype in (np.float32, np.float64):
-        clean = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
-        return np.ascontiguousarray(np.round(np.clip(clean, 0.0, 1.0) * 65535).astype(np.uint16))
-    raise R3LError(f"{path}: pixel type {array.dtype} not supported, expected 8- or 16-bit")
+        array = np.clip(array, 0, 65535).astype(np.uint16)
+    elif array.dtype == np.float64:
+        array = array.astype(np.float32)
+    elif array.dtype not in (np.uint8, np.uint16, np.float32):
+        raise R3LError(f"{path}: pixel type {array.dtype} not supported, expected 8- or 16-bit or float")
+    if array.dtype == np.float32:
+        if not np.isfinite(array).all():
+            raise R3LError(f"{path}: float image holds NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < -1e-3 or high > 1 + 1e-3:
+            raise R3LError(f"{path}: float image with values in [{low:.4g}, {high:.4g}]; r3l reads float images "
+                           "as intensities in [0, 1]")
+        array = np.clip(array, 0.0, 1.0)
+    if channels in (2, 4):
+        return np.ascontiguousarray(array[:, :, : channels - 1]), np.ascontiguousarray(array[:, :, channels - 1 :])
+    return np.ascontiguousarray(array), None
+
+
+def decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode a file to its colour ``(H, W, C)`` (C = 1 or 3, RGB order) and its alpha ``(H, W, 1)`` or None,
+    in the file's own type: uint8, uint16 or float32 (in [0, 1]).
+
+    Pillow decodes everything but 16-bit colour, which it would cut to 8 bits, and TIFFs it cannot identify
+    (float colour); OpenCV decodes those.
+    """
+    path = Path(path)
+    array = _read_with_opencv(path) if _open_checked(path) == "opencv" else _read_with_pillow(path)
+    return _split(array, path)
 
 
 def read_native(path: str | Path) -> np.ndarray:
-    """Decode a file to an ``(H, W, C)`` uint8 or uint16 array (C = 1 or 3, RGB order).
-
-    Pillow decodes everything but 16-bit colour, which it would cut to 8 bits; OpenCV decodes that.
-    """
-    path = Path(path)
-    array = _read_with_opencv(path) if _open_checked(path) else _read_with_pillow(path)
-    return _to_native(array, path)
+    """Decode a file to an ``(H, W, C)`` uint8 or uint16 array (C = 1 or 3, RGB order); alpha is dropped and
+    float images become uint16 (what training and evaluation read)."""
+    colour, _ = decode(path)
+    if colour.dtype == np.float32:
+        colour = np.round(colour * 65535).astype(np.uint16)
+    return colour
 
 
 def _read_with_opencv(path: Path) -> np.ndarray:
@@ -134,13 +170,16 @@ def _read_with_pillow(path: Path) -> np.ndarray:
             im.load()
             if im.mode.startswith("I;16"):
                 return np.asarray(im, dtype=np.uint16)
-            if im.mode in ("I", "F", "L", "RGB", "RGBA"):
+            if im.mode in ("I", "F", "L", "LA", "RGB", "RGBA"):
                 return np.asarray(im)
             if im.mode in ("P", "PA"):
-                return np.asarray(im.convert("RGBA"))
-            if im.mode in ("1", "LA", "La"):
+                has_alpha = im.mode == "PA" or "transparency" in im.info
+                return np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+            if im.mode == "La":
+                return np.asarray(im.convert("LA"))
+            if im.mode == "1":
                 return np.asarray(im.convert("L"))
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im.convert("RGBA" if "A" in im.mode else "RGB"))
     except R3LError:
         raise
     except Exception:
@@ -160,94 +199,102 @@ def to_channels(native: np.ndarray, channels: int) -> np.ndarray:
 
 
 def to_float(native: np.ndarray) -> np.ndarray:
-    """uint8/uint16 array to float32 in [0, 1]."""
+    """uint8/uint16 array to float32 in [0, 1] (a float32 array is returned as it is)."""
+    if native.dtype == np.float32:
+        return native
     scale = 255.0 if native.dtype == np.uint8 else 65535.0
     return native.astype(np.float32) / np.float32(scale)
 
 
+def _bits(array: np.ndarray) -> int:
+    return {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(array.dtype, 32)
+
+
 def read_image(path: str | Path, channels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
-    """Read a file as ``(H, W, C)`` float32 in [0, 1] and describe what it held.
+    """Read a file as ``(H, W, C)`` float32 in [0, 1] and describe what it held; alpha is dropped.
 
     ``channels`` converts to 1 (gray) or 3 (colour); ``None`` keeps the file's own channel count.
     """
-    native = read_native(path)
-    info = ImageInfo(native.shape[0], native.shape[1], native.shape[2], 8 if native.dtype == np.uint8 else 16)
+    colour, alpha = decode(path)
+    info = ImageInfo(colour.shape[0], colour.shape[1], colour.shape[2], _bits(colour), alpha is not None)
     if channels is not None:
-        native = to_channels(native, channels)
-    return to_float(native), info
+        if colour.dtype == np.float32:
+            colour = np.round(colour * 65535).astype(np.uint16)
+        colour = to_channels(colour, channels)
+    return to_float(colour), info
+
+
+def read_image_with_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, ImageInfo]:
+    """Read a file as colour ``(H, W, C)`` float32 in [0, 1], its alpha channel ``(H, W, 1)`` in the file's own
+    type (uint8, uint16, float32) or None, and what it held. Write both back with :func:`write_image`."""
+    colour, alpha = decode(path)
+    info = ImageInfo(colour.shape[0], colour.shape[1], colour.shape[2], _bits(colour), alpha is not None)
+    return to_float(colour), alpha, info
 
 
 def quantize(image: np.ndarray, bits: int = 8) -> np.ndarray:
-    """Float image in [0, 1] (values outside are clipped) to uint8 or uint16."""
+    """Float image in [0, 1] (values outside are clipped) to uint8 (8), uint16 (16) or float32 (32)."""
+    if bits == 32:
+        return np.clip(image, 0.0, 1.0).astype(np.float32)
     peak = 255 if bits == 8 else 65535
     dtype = np.uint8 if bits == 8 else np.uint16
     return np.round(np.clip(image, 0.0, 1.0) * peak).astype(dtype)
 
 
-def write_image(path: str | Path, image: np.ndarray, bits: int = 8, channels: int | None = None) -> None:
-    """Write a float ``(H, W, C)`` or ``(H, W)`` image in [0, 1] atomically.
+def output_bits(path: str | Path, bits: int) -> int:
+    """The bit depth ``path`` will be written with for an image of ``bits``; a clear error for an unknown format
+    or a 16-bit image in a format that holds only 8 bits. Float (32) images stay float in TIFF and become
+    16-bit in PNG."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise R3LError(f"{path}: unknown output format {suffix!r}, expected one of {', '.join(IMAGE_EXTENSIONS)}")
+    if bits == 32 and suffix not in (".tif", ".tiff"):
+        bits = 16
+    if bits == 16 and suffix not in (".png", ".tif", ".tiff"):
+        raise R3LError(f"{path}: a 16-bit image needs a .png or .tif output")
+    return bits
 
-    ``channels`` converts before writing (e.g. a gray result for a colour input). The file appears complete or
-    not at all: it is written beside the target and renamed.
+
+def write_image(path: str | Path, image: np.ndarray, bits: int = 8, channels: int | None = None,
+                alpha: np.ndarray | None = None) -> None:
+    """Write a float ``(H, W, C)`` or ``(H, W)`` image in [0, 1] atomically, with 8, 16 or 32 (float) bits.
+
+    ``channels`` converts before writing (e.g. a gray result for a colour input); ``alpha`` ``(H, W, 1)`` is
+    written unchanged beside the colour (in PNG and TIFF; JPEG and BMP have no alpha, so it is left out with a
+    warning). TIFFs are written uncompressed, which every TIFF reader opens. The file appears complete or not
+    at all: it is written beside the target and renamed.
     """
     path = Path(path)
+    bits = output_bits(path, bits)
+    suffix = path.suffix.lower()
     if image.ndim == 2:
         image = image[:, :, None]
     native = quantize(image, bits)
     if channels is not None:
         native = to_channels(native, channels)
-    if native.shape[2] == 3:
-        native = native[:, :, ::-1]
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_EXTENSIONS:
-        raise R3LError(f"{path}: unknown output format {suffix!r}, expected one of {', '.join(IMAGE_EXTENSIONS)}")
-    if bits == 16 and suffix not in (".png", ".tif", ".tiff"):
-        raise R3LError(f"{path}: a 16-bit image needs a .png or .tif output")
-    ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(native))
+    if alpha is not None and suffix not in (".png", ".tif", ".tiff"):
+        warn(f"{path}: {suffix} holds no alpha channel; the image's transparency is not written")
+        alpha = None
+    if alpha is not None:
+        if alpha.dtype != native.dtype:
+            alpha = quantize(to_float(alpha), bits)
+        if native.shape[2] == 1 and native.dtype != np.uint8:
+            # The encoders here write gray + alpha at 8 bits only: deeper gray + alpha is written as RGBA.
+            native = to_channels(native, 3)
+        native = np.concatenate([native, alpha.reshape(*native.shape[:2], 1)], axis=2)
+    if native.shape[2] == 2:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(native), "LA").save(buffer, format="PNG" if suffix == ".png" else "TIFF")
+        atomic_write_bytes(path, buffer.getvalue())
+        return
+    if native.shape[2] >= 3:
+        native = native[:, :, [2, 1, 0, *range(3, native.shape[2])]]
+    params = [cv2.IMWRITE_TIFF_COMPRESSION, 1] if suffix in (".tif", ".tiff") else []
+    ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(native), params)
     if not ok:
         raise R3LError(f"{path}: could not encode the image")
     atomic_write_bytes(path, encoded.tobytes())
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None = None) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and rename.
-
-    The file at ``path`` is replaced only once the new content is complete on disk. With ``backup``, the
-    previous file is first renamed there, so a crash between the two renames leaves the backup and the
-    complete temporary file, never a half-written ``path``.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise R3LError(f"{path.parent}: could not create the folder ({exc.strerror or exc})") from None
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if backup is not None and path.exists():
-            os.replace(path, backup)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise R3LError(f"{path}: could not write ({exc.strerror or exc}); the previous file is unchanged") from None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames durable (a no-op where folders cannot be opened, e.g. on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
+
+from r3l.errors import warn
+from r3l.files import to_json
 
 
 class MetricLogger:
@@ -24,10 +26,10 @@ class MetricLogger:
                     from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))
             except ImportError:
-                warnings.warn("tensorboard is not installed (pip install 'r3l[tensorboard]'); logging to JSONL only")
+                warn("tensorboard is not installed (pip install 'r3l[tensorboard]'); logging to JSONL only")
 
     def log(self, episode: int, metrics: dict[str, float]) -> None:
-        self.file.write(json.dumps({"episode": episode, **metrics}) + "\n")
+        self.file.write(to_json({"episode": episode, **metrics}) + "\n")
         if self.writer is not None:
             for name, value in metrics.items():
                 self.writer.add_scalar(name, value, episode)

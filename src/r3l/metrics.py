@@ -32,12 +32,21 @@ def ssim(estimate: np.ndarray, clean: np.ndarray, size: int = 11, sigma: float =
     Gaussian window 11×11, σ 1.5, K1 0.01, K2 0.03, data range 255, statistics over the valid window
     positions; equal to ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, data_range=255)``.
+
+    Images under 11 pixels on a side are evaluated as scikit-image does with ``win_size`` set to the largest odd
+    size that fits: the same Gaussian filter over the image mirrored at its borders, averaged over the positions
+    at least ``win_size // 2`` from the border (a 1 × 1 image compares its single pixel's luminance).
     """
-    a = torch.from_numpy(np.asarray(estimate, dtype=np.float64))
-    b = torch.from_numpy(np.asarray(clean, dtype=np.float64))
+    a, b = np.asarray(estimate, dtype=np.float64), np.asarray(clean, dtype=np.float64)
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
-    a, b = a.permute(2, 0, 1)[:, None], b.permute(2, 0, 1)[:, None]
+    crop = 0
+    if min(a.shape[0], a.shape[1]) < size:
+        fits = min(a.shape[0], a.shape[1])
+        crop = (fits - 1) // 2 if fits % 2 else (fits - 2) // 2
+        pad = ((size // 2, size // 2), (size // 2, size // 2), (0, 0))
+        a, b = np.pad(a, pad, mode="symmetric"), np.pad(b, pad, mode="symmetric")
+    a, b = torch.from_numpy(a).permute(2, 0, 1)[:, None], torch.from_numpy(b).permute(2, 0, 1)[:, None]
     g = _gaussian_window(size, sigma)
     gx, gy = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
 
@@ -50,6 +59,8 @@ def ssim(estimate: np.ndarray, clean: np.ndarray, size: int = 11, sigma: float =
     cov = blur(a * b) - mu_a * mu_b
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    if crop:
+        s = s[:, :, crop:-crop, crop:-crop]
     return float(s.mean(dim=(1, 2, 3)).mean())
 
 

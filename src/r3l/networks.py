@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from r3l.errors import R3LError
+from r3l.errors import R3LError, warn
 
 
 def _conv(cin: int, cout: int, dilation: int = 1) -> nn.Conv2d:
@@ -148,25 +150,69 @@ DNCNN_TO_ACTOR_CRITIC = {
 }
 
 
+#: SHA-256 of KAIR's published DnCNN files, by file name: a file of that name with other bytes gets a warning.
+KAIR_SHA256 = {
+    "dncnn_25.pth": "0451a70de9b672ae037270498fbb1c17a1c1c4403785df586ff65df5b858e5b0",
+}
+#: Trained DnCNN weights stay within a few units (KAIR's σ-25 file: |w| ≤ 2.6, max |w| ≤ 14 standard deviations
+#: of its tensor); values far outside come from a damaged file, whose output would be garbage.
+PLAUSIBLE_ABS, PLAUSIBLE_SPREAD = 100.0, 40.0
+_DNCNN_KEY = re.compile(r"model\.(\d+)\.(weight|bias)")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_plausible(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights that cannot come from training: NaN/inf, or values far outside their tensor's spread."""
+    for key, value in state.items():
+        v = value.detach().float()
+        if not torch.isfinite(v).all():
+            raise R3LError(f"{path}: {key} holds NaN or infinite values; the file is damaged")
+        peak = v.abs().max().item() if v.numel() else 0.0
+        spread = v.std().item() if v.numel() > 1 else 0.0
+        if peak > PLAUSIBLE_ABS or (v.numel() >= 1024 and peak > PLAUSIBLE_SPREAD * spread):
+            raise R3LError(f"{path}: {key} holds implausible values (|w| up to {peak:.4g}, standard deviation "
+                           f"{spread:.3g}); the file is damaged")
+
+
 def load_dncnn_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read KAIR's ``dncnn_25.pth`` (a plain state dict) without unpickling code."""
+    """Read KAIR's ``dncnn_25.pth`` (a plain state dict) without unpickling code, and check its values."""
     path = Path(path)
     if not path.is_file():
         raise R3LError(f"{path}: DnCNN weights not found (get dncnn_25.pth from KAIR's model zoo, see README)")
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if len(head) >= 9 and head[8:9] == b"{":  # a safetensors file: 8-byte length, then a JSON header
+        raise R3LError(f"{path}: this is an r3l checkpoint (safetensors), not KAIR's DnCNN .pth weights; "
+                       "pass it as --checkpoint (Denoiser.from_checkpoint)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         raise R3LError(f"{path}: not a PyTorch state dict of tensors") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise R3LError(f"{path}: expected a state dict of tensors")
+    foreign = next((k for k in state if not _DNCNN_KEY.fullmatch(str(k))), None)
+    if foreign is not None:
+        raise R3LError(f"{path}: not KAIR's DnCNN layout (key {str(foreign)[:60]!r}; expected model.N.weight/bias)")
+    check_plausible(state, path)
+    known = KAIR_SHA256.get(path.name)
+    if known is not None and _sha256(path) != known:
+        warn(f"{path}: differs from KAIR's published {path.name} (SHA-256 mismatch); results may not match "
+             "the published numbers")
     return state
 
 
 def dncnn_from_weights(path: str | Path) -> DnCNN:
     """A :class:`DnCNN` holding KAIR's weights; its shape is read from the file."""
     state = load_dncnn_state(path)
-    convs = sorted(int(k.split(".")[1]) for k in state if k.startswith("model.") and k.endswith(".weight"))
-    if not convs or "model.0.weight" not in state:
+    convs = sorted(int(k.split(".")[1]) for k in state if k.endswith(".weight"))
+    if not convs or "model.0.weight" not in state or state["model.0.weight"].ndim != 4:
         raise R3LError(f"{path}: no DnCNN layers (model.0.weight ...) in this file")
     first = state["model.0.weight"]
     net = DnCNN(channels=first.shape[1], features=first.shape[0], depth=len(convs))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,11 @@ from tqdm import tqdm
 from r3l.checkpoint import (
     Checkpoint, load_checkpoint, load_weights, optimizer_state, previous_path, restore_optimizer, save_checkpoint,
 )
-from r3l.config import Config, expand_path, save_config
+from r3l.config import Config, expand_path, flatten, save_config
 from r3l.data import NamedImage, check_crop, load_images, make_train_loader
 from r3l.denoiser import Denoiser, pick_device
 from r3l.envs.denoise import make_env
-from r3l.errors import R3LError
+from r3l.errors import R3LError, warn
 from r3l.evaluate import evaluate, summarize
 from r3l.logger import MetricLogger
 from r3l.metrics import batch_psnr
@@ -63,6 +62,31 @@ def architecture(cfg: Config) -> dict:
     return {"name": "dncnn", "channels": m.channels, "features": m.features, "depth": m.depth}
 
 
+#: Keys that may change when a run is resumed: they decide what is logged, saved and validated, where and how
+#: fast it runs, but not the sequence of updates. Any other change makes the run something else than the
+#: continuation of the one it resumes, and needs ``--force``.
+RESUMABLE_CHANGES = ("name", "train.log_every", "train.val_every", "train.save_every", "train.device",
+                     "train.threads", "train.tensorboard", "train.progress", "train.max_bad_updates",
+                     "train.channels_last", "train.cudnn_benchmark", "train.compile", "train.compile_mode",
+                     "data.workers", "data.val", "data.val_max_images", "data.val_sigma", "data.val_seed")
+
+
+def check_resume_config(saved: dict, current: dict, path: Path, force: bool) -> None:
+    """Refuse to resume with a config that changes the run (``force``: warn for each change instead)."""
+    # A key the saved config lacks (written by an older r3l) had its default then.
+    old, new = {**flatten(Config().to_dict()), **flatten(saved)}, flatten(current)
+    changed = [key for key in sorted(set(old) | set(new))
+               if key not in RESUMABLE_CHANGES and old.get(key, "(absent)") != new.get(key, "(absent)")]
+    if not changed:
+        return
+    diff = "; ".join(f"{key}: {old.get(key, '(absent)')!r} -> {new.get(key, '(absent)')!r}" for key in changed)
+    if not force:
+        raise R3LError(f"{path}: the config differs from the run's ({diff}); resuming would not continue the same "
+                       "run: use the run's own config.yaml, or --force to resume with the change")
+    for key in changed:
+        warn(f"resuming with a changed {key}: {old.get(key, '(absent)')!r} -> {new.get(key, '(absent)')!r}")
+
+
 def episode_seed(seed: int, episode: int, stream: int) -> int:
     """A 63-bit seed for one episode's random stream, independent of every other (seed, episode, stream)."""
     return int(np.random.SeedSequence([seed, stream, episode]).generate_state(2, np.uint64)[0] >> np.uint64(1))
@@ -80,7 +104,7 @@ class Trainer:
     """Trains the configured model in ``run_dir`` (``last.safetensors``, ``best.safetensors``, ``config.yaml``,
     ``metrics.jsonl``, ``tensorboard/``): R3L with pixel-wise PPO, R3N and DnCNN with MSE."""
 
-    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False):
+    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.last_path, self.best_path = self.run_dir / "last.safetensors", self.run_dir / "best.safetensors"
         if cfg.train.threads:
@@ -110,6 +134,7 @@ class Trainer:
         self.start_episode, self.best_psnr = 0, float("-inf")
         if resume:
             path, ckpt = self._resume_checkpoint()
+            check_resume_config(ckpt.config, cfg.to_dict(), path, force)
             self.net = build_network(self.arch)
             load_weights(self.net, ckpt, self.arch, path)
         else:
@@ -155,16 +180,20 @@ class Trainer:
                 errors.append(str(exc))
                 continue
             if errors:
-                warnings.warn(f"{errors[0]}; resuming from {path.name} (episode {ckpt.episode})", stacklevel=2)
+                warn(f"{errors[0]}; resuming from {path.name} (episode {ckpt.episode})")
             return path, ckpt
         raise R3LError("; ".join(errors) + "; no usable checkpoint to resume from")
 
     def _best_so_far(self, ckpt: Checkpoint) -> float:
         """The best validation PSNR, also when ``best`` was written after the checkpoint being resumed."""
-        best = ckpt.info.get("best_val_psnr", float("-inf"))
+        def recorded(info: dict) -> float:  # strict JSON holds "no validation yet" (-inf) as null
+            value = info.get("best_val_psnr")
+            return float("-inf") if value is None else float(value)
+
+        best = recorded(ckpt.info)
         if self.best_path.is_file():
             try:
-                best = max(best, load_checkpoint(self.best_path).info.get("best_val_psnr", best))
+                best = max(best, recorded(load_checkpoint(self.best_path).info))
             except R3LError:
                 pass
         return best

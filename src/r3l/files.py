@@ -1,0 +1,74 @@
+"""Files that appear whole or not at all, and JSON that every reader accepts."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from r3l.errors import R3LError
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None = None) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and rename.
+
+    The file at ``path`` is replaced only once the new content is complete on disk. With ``backup``, the
+    previous file is first renamed there, so a crash between the two renames leaves the backup and the
+    complete temporary file, never a half-written ``path``.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise R3LError(f"{path.parent}: could not create the folder ({exc.strerror or exc})") from None
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if backup is not None and path.exists():
+            os.replace(path, backup)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise R3LError(f"{path}: could not write ({exc.strerror or exc}); the previous file is unchanged") from None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable (a no-op where folders cannot be opened, e.g. on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every non-finite float (an infinite PSNR of identical images, a NaN) replaced by ``None``,
+    so that it serialises as strict JSON (RFC 8259 has no Infinity or NaN); tuples become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def to_json(value: Any, indent: int | None = None) -> str:
+    """Strict JSON text of ``value`` (non-finite numbers as ``null``, see :func:`json_ready`)."""
+    return json.dumps(json_ready(value), indent=indent, allow_nan=False)
+
+
+def write_json(data: Any, path: str | Path) -> None:
+    """Write ``data`` as indented strict JSON, atomically."""
+    atomic_write_bytes(path, (to_json(data, indent=2) + "\n").encode())

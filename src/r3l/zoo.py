@@ -1,0 +1,150 @@
+"""The model registry: trained models that ship with r3l, and folders of models a user adds.
+
+A registry folder holds ``<name>.safetensors`` (an r3l checkpoint without optimiser state) and ``<name>.json``,
+the model's card: what it is (architecture, channels, σ), how it was made (training config, episodes, GPU and
+minutes) and what it measured (BSD68 PSNR per σ from ``r3l benchmark``, and the PSNR on a fixed subset that a
+test reproduces on the CPU). r3l's own models live in the package (``r3l/weights/``); ``R3L_MODELS`` names more
+folders, separated by ``:``, searched first. ``r3l models`` lists them all; ``r3l models pack`` makes a card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r3l.errors import R3LError
+
+PACKAGE_FOLDER = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "r3l-gray-s25"
+"""What ``r3l denoise`` and :meth:`Denoiser.pretrained` use without a model: the gray σ-25 R3L."""
+
+
+@dataclass
+class SubsetCheck:
+    """A PSNR that anyone can reproduce in seconds on the CPU: ``images`` of ``data`` at ``sigma``, noise seed
+    ``seed``, the evaluation protocol of ``r3l eval``."""
+
+    data: str
+    images: list[str]
+    sigma: float
+    seed: int
+    psnr: float
+
+
+@dataclass
+class ModelCard:
+    name: str
+    description: str
+    arch: dict[str, Any]
+    sigma: float | list[float]
+    """The training noise level (a list ``[low, high]`` for a blind model)."""
+    check: SubsetCheck
+    episodes: int = 0
+    training: dict[str, Any] = field(default_factory=dict)
+    """How it was made: ``config`` (the training config), ``device``, ``minutes``."""
+    bsd68_psnr: dict[str, float] = field(default_factory=dict)
+    """BSD68 PSNR by test σ, from ``r3l benchmark`` with seed 0."""
+    path: Path = Path()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("path")
+        return out
+
+
+def _card(data: Any, path: Path) -> ModelCard:
+    try:
+        check = SubsetCheck(**data.pop("check"))
+        card = ModelCard(**data, check=check)
+    except (TypeError, KeyError, AttributeError):
+        raise R3LError(f"{path}: not an r3l model card (expected name, description, arch, sigma, check)") from None
+    card.path = path.with_suffix(".safetensors")
+    if card.name != path.stem:
+        raise R3LError(f"{path}: the card names model {card.name!r}; its file name says {path.stem!r}")
+    if not card.path.is_file():
+        raise R3LError(f"{path}: the weights {card.path.name} are missing beside it")
+    return card
+
+
+def folders() -> list[Path]:
+    """Registry folders in search order: those in ``R3L_MODELS``, then the package's own."""
+    extra = [Path(p).expanduser() for p in os.environ.get("R3L_MODELS", "").split(os.pathsep) if p]
+    return [*extra, PACKAGE_FOLDER]
+
+
+def list_models() -> list[ModelCard]:
+    """Every model in every registry folder (a name in an earlier folder hides the same name later)."""
+    cards: dict[str, ModelCard] = {}
+    for folder in folders():
+        if not folder.is_dir():
+            if folder != PACKAGE_FOLDER:
+                raise R3LError(f"R3L_MODELS: {folder}: no such folder")
+            continue
+        for path in sorted(folder.glob("*.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                raise R3LError(f"{path}: unreadable model card (expected JSON)") from None
+            if not isinstance(data, dict):
+                raise R3LError(f"{path}: not an r3l model card (expected a JSON object)")
+            cards.setdefault(path.stem, _card(data, path))
+    return list(cards.values())
+
+
+def find_model(name: str | None = None) -> ModelCard:
+    """The model called ``name`` (``None``: :data:`DEFAULT_MODEL`), or a clear error listing what there is."""
+    name = name or DEFAULT_MODEL
+    models = list_models()
+    for card in models:
+        if card.name == name:
+            return card
+    if not models:
+        raise R3LError(f"model {name!r}: no trained models are installed (this r3l ships none yet; see "
+                       "docs/results.md); pass --checkpoint CKPT, or add a folder of models with R3L_MODELS")
+    raise R3LError(f"model {name!r} not found; available: {', '.join(c.name for c in models)} (r3l models)")
+
+
+def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: str = "cpu") -> float:
+    """Measure the card's subset PSNR again (``data_root``: the folder holding ``card.check.data``, default
+    ``R3L_DATA``)."""
+    from r3l.data import load_images
+    from r3l.denoiser import Denoiser
+    from r3l.evaluate import evaluate, summarize
+
+    root = Path(data_root or os.environ.get("R3L_DATA", "."))
+    folder = root / card.check.data
+    denoiser = Denoiser.from_checkpoint(card.path, device)
+    images = [im for im in load_images(folder, denoiser.channels, "data") if im.name in set(card.check.images)]
+    missing = set(card.check.images) - {im.name for im in images}
+    if missing:
+        raise R3LError(f"{folder}: missing {', '.join(sorted(missing))} for model {card.name}'s check")
+    rows = evaluate(denoiser, images, [card.check.sigma], card.check.seed, progress=False)
+    return next(iter(summarize(rows).values()))["psnr"]
+
+
+def pack_model(checkpoint: str | Path, name: str, description: str, data_root: str | Path, out_dir: str | Path,
+               images: list[str], sigma: float | None = None, seed: int = 0, training: dict | None = None,
+               bsd68_psnr: dict[str, float] | None = None, data: str = "BSD68") -> ModelCard:
+    """Write ``out_dir/<name>.safetensors`` (weights only) and its card, measuring the subset check here."""
+    from r3l.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from r3l.files import write_json
+
+    if not name or any(c in name for c in "/\\:") or name.startswith("."):
+        raise R3LError(f"model name {name!r}: expected a plain name such as r3l-gray-s25")
+    ckpt = load_checkpoint(checkpoint)
+    config = ckpt.config
+    env_sigma = config.get("env", {}).get("sigma", 25.0)
+    out = Path(out_dir)
+    weights = out / f"{name}.safetensors"
+    save_checkpoint(weights, Checkpoint(ckpt.arch, ckpt.model, config, ckpt.episode, {}))
+    check_sigma = float(sigma if sigma is not None else (env_sigma if not isinstance(env_sigma, list)
+                                                        else sum(env_sigma) / 2))
+    card = ModelCard(name, description, ckpt.arch, env_sigma, SubsetCheck(data, list(images), check_sigma,
+                                                                           seed, 0.0),
+                     ckpt.episode, {"config": config, **(training or {})}, dict(bsd68_psnr or {}), weights)
+    card.check.psnr = round(subset_psnr(card, data_root), 4)
+    write_json(card.to_dict(), out / f"{name}.json")
+    return card

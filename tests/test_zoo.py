@@ -1,0 +1,148 @@
+"""The model registry, ``r3l models``, ``Denoiser.pretrained``, the default model of ``r3l denoise``, and the
+inference options (expected-action decoding, the ×8 self-ensemble)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import DATASETS, needs_shared, smooth_image, tiny_config
+from r3l.cli import main
+from r3l.config import from_dict
+from r3l.denoiser import Denoiser
+from r3l.errors import R3LError
+from r3l.images import write_image
+from r3l.networks import build_network
+from r3l.trainer import Trainer
+from r3l.zoo import DEFAULT_MODEL, PACKAGE_FOLDER, find_model, list_models, pack_model, subset_psnr
+
+SHIPPED = sorted(p.stem for p in PACKAGE_FOLDER.glob("*.json"))
+
+
+@needs_shared
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_reproduces_its_subset_psnr(name, monkeypatch):
+    monkeypatch.delenv("R3L_MODELS", raising=False)
+    card = find_model(name)
+    assert card.path.stat().st_size <= 2 * 1024 * 1024
+    assert set(card.bsd68_psnr) >= {"15", "20", "25", "30", "35"} and card.training.get("config")
+    assert subset_psnr(card, DATASETS) == pytest.approx(card.check.psnr, abs=0.01)
+
+
+def test_no_model_gives_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("R3L_MODELS", str(tmp_path))
+    monkeypatch.setattr("r3l.zoo.PACKAGE_FOLDER", tmp_path / "none")
+    with pytest.raises(R3LError, match="no trained models are installed"):
+        Denoiser.pretrained()
+    Image.new("L", (8, 8), 9).save(tmp_path / "x.png")
+    assert main(["denoise", str(tmp_path / "x.png"), "-o", str(tmp_path / "y.png")]) == 2
+    assert "no trained models are installed" in capsys.readouterr().err
+    assert not (tmp_path / "y.png").exists()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A registry folder holding a tiny R3L packed as the default model, its subset check on two BSD68 images."""
+    if not (DATASETS / "BSD68").is_dir():
+        pytest.skip("research data not found")
+    root = tmp_path_factory.mktemp("zoo")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_image(root / "train" / f"im{i}.png", smooth_image(rng, 40, 40))
+    cfg = tiny_config(str(root / "train"), str(root / "train"), episodes=2)
+    Trainer(from_dict(cfg), root / "run").train()
+    card = pack_model(root / "run" / "last.safetensors", DEFAULT_MODEL, "tiny test model", DATASETS,
+                      root / "models", ["test001", "test002"], training={"device": "cpu", "minutes": 0.01},
+                      bsd68_psnr={"25": 20.0})
+    return root, card
+
+
+def test_pack_list_and_pretrained(registry, monkeypatch):
+    root, card = registry
+    monkeypatch.setenv("R3L_MODELS", str(root / "models"))
+    assert [c.name for c in list_models()][:1] == [DEFAULT_MODEL]
+    stored = json.loads((root / "models" / f"{DEFAULT_MODEL}.json").read_text())
+    assert stored["check"]["images"] == ["test001", "test002"] and stored["training"]["config"]["seed"] == 0
+    assert subset_psnr(find_model(), DATASETS) == pytest.approx(card.check.psnr, abs=0.01)
+    denoiser = Denoiser.pretrained(device="cpu")
+    reference = Denoiser.from_checkpoint(root / "run" / "last.safetensors", "cpu")
+    x = torch.rand(1, 1, 20, 20)
+    assert torch.equal(denoiser(x), reference(x))
+    with pytest.raises(R3LError, match=f"model 'nope' not found; available: {DEFAULT_MODEL}"):
+        find_model("nope")
+
+
+def test_models_command_lists_and_checks(registry, monkeypatch, capsys, tmp_path):
+    root, card = registry
+    monkeypatch.setenv("R3L_MODELS", str(root / "models"))
+    monkeypatch.setenv("R3L_DATA", str(DATASETS))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert DEFAULT_MODEL in out and "(default)" in out and "BSD68@25 20.00 dB" in out
+    assert main(["models", "check"]) == 0
+    assert "ok" in capsys.readouterr().out
+    # A card whose stored PSNR is off by more than 0.01 dB fails the check.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    data = json.loads((root / "models" / f"{DEFAULT_MODEL}.json").read_text())
+    data["check"]["psnr"] += 0.05
+    (bad / f"{DEFAULT_MODEL}.json").write_text(json.dumps(data))
+    (bad / f"{DEFAULT_MODEL}.safetensors").write_bytes((root / "models" / f"{DEFAULT_MODEL}.safetensors").read_bytes())
+    monkeypatch.setenv("R3L_MODELS", str(bad))
+    assert main(["models", "check"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_denoise_without_checkpoint_uses_the_default_model(registry, monkeypatch, tmp_path, capsys):
+    root, _ = registry
+    monkeypatch.setenv("R3L_MODELS", str(root / "models"))
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (18, 22), dtype=np.uint8), "L").save(tmp_path / "g.png")
+    Image.fromarray(rng.integers(0, 256, (18, 22, 3), dtype=np.uint8), "RGB").save(tmp_path / "c.png")
+    for name, mode in (("g", "L"), ("c", "RGB")):
+        assert main(["denoise", str(tmp_path / f"{name}.png"), "-o", str(tmp_path / f"{name}_out.png")]) == 0
+        with Image.open(tmp_path / f"{name}_out.png") as im:
+            assert im.mode == mode and im.size == (22, 18)
+    capsys.readouterr()
+    assert main(["denoise", "--model", DEFAULT_MODEL, str(tmp_path / "g.png"), "-o", str(tmp_path / "m.png")]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.png")),
+                                  np.asarray(Image.open(tmp_path / "g_out.png")))
+
+
+def _r3l(seed: int = 0, certain: bool = False):
+    torch.manual_seed(seed)
+    arch = {"name": "r3l", "channels": 1, "features": 8, "n_actions": 9, "action_step": 2.0, "steps": 3}
+    net = build_network(arch)
+    if certain:  # every pixel's policy puts all its mass on action 6
+        with torch.no_grad():
+            net.policy[-1].weight.zero_()
+            net.policy[-1].bias.fill_(-50.0)
+            net.policy[-1].bias[6] = 50.0
+    return net, arch
+
+
+def test_expected_decoding_is_greedy_for_a_certain_policy_and_differs_otherwise():
+    x = torch.rand(2, 1, 16, 16)
+    net, arch = _r3l(certain=True)
+    greedy, expected = Denoiser(net, arch, "cpu"), Denoiser(net, arch, "cpu", decoding="expected")
+    torch.testing.assert_close(expected(x), greedy(x), atol=1e-6, rtol=0)
+    net, arch = _r3l()
+    greedy, expected = Denoiser(net, arch, "cpu"), Denoiser(net, arch, "cpu", decoding="expected")
+    steps = expected.trajectory(x)
+    largest = (arch["n_actions"] // 2) * arch["action_step"] / 255
+    assert all((b - a).abs().max() <= largest + 1e-6 for a, b in zip(steps, steps[1:]))
+    assert not torch.allclose(expected(x), greedy(x))
+    with pytest.raises(R3LError, match="decoding 'sample'"):
+        Denoiser(net, arch, "cpu", decoding="sample")
+
+
+def test_self_ensemble_is_equivariant_to_flips_and_rotations():
+    net, arch = _r3l(seed=1)
+    x = torch.rand(1, 1, 12, 12)
+    plain, ensemble = Denoiser(net, arch, "cpu"), Denoiser(net, arch, "cpu", self_ensemble=True)
+    for transform in (lambda t: t.flip(3), lambda t: torch.rot90(t, 1, dims=(2, 3))):
+        torch.testing.assert_close(ensemble(transform(x)), transform(ensemble(x)), atol=1e-5, rtol=0)
+    assert not torch.allclose(plain(x.flip(3)), plain(x).flip(3), atol=1e-5)
