@@ -9,8 +9,8 @@ import resource
 import torch
 
 from r3l.config import from_dict
-from r3l.data import EpisodeBatches
-from r3l.files import to_json
+from r3l.io.data import EpisodeBatches
+from r3l.io.files import to_json
 from r3l.denoiser import pick_device
 from r3l.trainer import Trainer
 

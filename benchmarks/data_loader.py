@@ -17,7 +17,7 @@ import torch
 from common import device_name, emit, sync
 
 from r3l.config import DataConfig
-from r3l.data import load_images, make_train_loader
+from r3l.io.data import load_images, make_train_loader
 from r3l.denoiser import pick_device
 
 

@@ -19,9 +19,9 @@ from collections import defaultdict
 import torch
 from common import device_name, emit, peak_device_mib, peak_host_mib, sync
 
-from r3l.data import load_images, noisy_version
+from r3l.io.data import load_images, noisy_version
 from r3l.denoiser import PRECISIONS, Denoiser, pick_device
-from r3l.networks import build_network
+from r3l.models.networks import build_network
 
 PAPER_R3L = {"name": "r3l", "channels": 1, "features": 64, "n_actions": 27, "action_step": 1.0, "steps": 6}
 

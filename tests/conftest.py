@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from r3l.images import write_image
+from r3l.io.images import write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("R3L_SHARED", ROOT.parent / "shared"))

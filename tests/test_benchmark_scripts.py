@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import ROOT
-from r3l.networks import ActorCritic
+from r3l.models.networks import ActorCritic
 
 BENCH = ROOT / "benchmarks"
 TINY = ["--device", "cpu", "--preset", "default", "--batch", "4", "--crop", "16", "--set", "model.features=8"]

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from r3l.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
+from r3l.io.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.networks import ActorCritic
+from r3l.models.networks import ActorCritic
 
 ARCH = {"name": "r3l", "channels": 1, "features": 8, "n_actions": 27, "action_step": 1.0, "steps": 6}
 

@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 
 from conftest import DATASETS, DNCNN_WEIGHTS, ROOT, needs_shared, tiny_config
-from r3l.images import read_image, write_image
+from r3l.io.images import read_image, write_image
 
 
 def r3l(*args, cwd=None, env=None):

@@ -4,9 +4,9 @@ import torch
 from PIL import Image
 
 from r3l.config import DataConfig
-from r3l.data import EpisodeBatches, NamedImage, augment_crop, check_crop, load_images, noise_for, noisy_version
+from r3l.io.data import EpisodeBatches, NamedImage, augment_crop, check_crop, load_images, noise_for, noisy_version
 from r3l.errors import R3LError
-from r3l.images import read_image, write_image
+from r3l.io.images import read_image, write_image
 
 
 @pytest.mark.parametrize("bits", [8, 16])

@@ -13,12 +13,12 @@ import yaml
 from PIL import Image
 
 from conftest import DNCNN_WEIGHTS, needs_shared, smooth_image, tiny_config
-from r3l.checkpoint import load_checkpoint
+from r3l.io.checkpoint import load_checkpoint
 from r3l.cli import main
 from r3l.config import from_dict
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError, R3LWarning
-from r3l.images import read_image, read_image_with_alpha, write_image
+from r3l.io.images import read_image, read_image_with_alpha, write_image
 from r3l.trainer import Trainer
 
 
@@ -95,7 +95,7 @@ def test_weights_that_differ_from_the_published_file_warn(tmp_path, capsys):
 def test_non_finite_weights_are_refused(tmp_path):
     import torch
 
-    from r3l.networks import DnCNN, dncnn_from_weights
+    from r3l.models.networks import DnCNN, dncnn_from_weights
 
     state = {f"model.{k.split('.', 1)[1]}": v for k, v in DnCNN(1, 8, 3).state_dict().items()}
     state["model.2.weight"][0, 0, 0, 0] = float("nan")
@@ -247,7 +247,7 @@ def test_sigma_zero_writes_strict_json(run, tmp_path, capsys):
 
 # 9. every argument checked before any work
 def test_explain_with_dncnn_writes_nothing(tmp_path, capsys):
-    from r3l.networks import DnCNN
+    from r3l.models.networks import DnCNN
 
     import torch
 
@@ -280,7 +280,7 @@ def test_contradictory_model_arguments(run, tmp_path, capsys):
 @pytest.mark.parametrize("edit", [("episode", -6), ("episode", 9), ("arch.steps", -6), ("arch.n_actions", 4),
                                   ("arch.channels", 2), ("arch.name", "unet")])
 def test_edited_checkpoint_headers_are_refused(run, tmp_path, edit):
-    from r3l.checkpoint import FORMAT_VERSION, _header_digest, _digest
+    from r3l.io.checkpoint import FORMAT_VERSION, _header_digest, _digest
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from r3l.envs.denoise import ResidualDenoiseEnv
+from r3l.tasks.denoise import ResidualDenoiseEnv
 
 
 def test_reward_is_drop_in_squared_error():

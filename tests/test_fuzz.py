@@ -15,7 +15,7 @@ from PIL import Image
 
 from r3l.config import Config, from_dict
 from r3l.errors import R3LError
-from r3l.images import read_image
+from r3l.io.images import read_image
 
 settings.register_profile("ci", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -128,7 +128,7 @@ def _tiny_denoiser():
         import torch
 
         from r3l.denoiser import Denoiser
-        from r3l.networks import build_network
+        from r3l.models.networks import build_network
 
         torch.manual_seed(0)
         arch = {"name": "r3l", "channels": 1, "features": 4, "n_actions": 5, "action_step": 1.0, "steps": 2}
@@ -183,8 +183,8 @@ def _checkpoint_bytes(tmp_path_factory) -> bytes:
     if not _CHECKPOINT:
         import torch
 
-        from r3l.checkpoint import Checkpoint, save_checkpoint
-        from r3l.networks import build_network
+        from r3l.io.checkpoint import Checkpoint, save_checkpoint
+        from r3l.models.networks import build_network
 
         arch = {"name": "r3l", "channels": 1, "features": 4, "n_actions": 5, "action_step": 1.0, "steps": 2,
                 "head_init": "small"}
@@ -210,8 +210,8 @@ def test_fuzz_checkpoint_header(tmp_path_factory, data):
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
 
-    from r3l.checkpoint import _digest, _header_digest, load_checkpoint, load_weights
-    from r3l.networks import build_network
+    from r3l.io.checkpoint import _digest, _header_digest, load_checkpoint, load_weights
+    from r3l.models.networks import build_network
 
     raw = _checkpoint_bytes(tmp_path_factory)
     size = int.from_bytes(raw[:8], "little")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from r3l.denoiser import Denoiser
-from r3l.networks import R3N, ActorCritic, DnCNN
+from r3l.models.networks import R3N, ActorCritic, DnCNN
 
 ARCHS = {
     "r3l": ({"name": "r3l", "channels": 1, "features": 8, "n_actions": 27, "action_step": 1.0, "steps": 2},
@@ -102,9 +102,9 @@ def test_evaluation_batches_are_smaller_for_a_cpu_denoiser(tmp_path):
     import numpy as np
 
     from conftest import smooth_image
-    from r3l.data import load_images
-    from r3l.evaluate import evaluate
-    from r3l.images import write_image
+    from r3l.io.data import load_images
+    from r3l.evaluation.protocol import evaluate
+    from r3l.io.images import write_image
 
     rng = np.random.default_rng(0)
     for i in range(6):

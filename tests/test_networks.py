@@ -3,7 +3,7 @@ import torch
 
 from conftest import DNCNN_WEIGHTS, needs_shared
 from r3l.errors import R3LError
-from r3l.networks import (
+from r3l.models.networks import (
     DNCNN_TO_ACTOR_CRITIC, DNCNN_TO_R3N, ActorCritic, DnCNN, R3N, dncnn_from_weights, init_from_dncnn,
 )
 

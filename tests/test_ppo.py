@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from r3l.config import PPOConfig
-from r3l.optim import learning_rate
-from r3l.ppo import compute_gae, log_prob_entropy, ppo_loss, sample_actions
+from r3l.algos.optim import learning_rate
+from r3l.algos.ppo import compute_gae, log_prob_entropy, ppo_loss, sample_actions
 
 
 def reference_gae(rewards, values, gamma, lam):

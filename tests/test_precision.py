@@ -6,10 +6,10 @@ import torch
 
 from conftest import tiny_config
 from r3l.config import from_dict
-from r3l.networks import ActorCritic
-from r3l.checkpoint import load_checkpoint
-from r3l.optim import LossScale, Precision, autocast, make_adam, resolve_precision
-from r3l.ppo import log_prob_entropy
+from r3l.models.networks import ActorCritic
+from r3l.io.checkpoint import load_checkpoint
+from r3l.algos.optim import LossScale, Precision, autocast, make_adam, resolve_precision
+from r3l.algos.ppo import log_prob_entropy
 from r3l.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -141,7 +141,7 @@ def test_compiled_training_matches_eager(tiny_folder):
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_guarded_step_leaves_weights_moments_and_count_untouched_when_not_finite(fused):
-    from r3l.optim import guarded_step
+    from r3l.algos.optim import guarded_step
 
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 2)

@@ -16,12 +16,12 @@ import torch
 import yaml
 
 from conftest import tiny_config
-from r3l.checkpoint import Checkpoint, load_checkpoint, previous_path, save_checkpoint
+from r3l.io.checkpoint import Checkpoint, load_checkpoint, previous_path, save_checkpoint
 from r3l.config import from_dict, load_config
 from r3l.errors import R3LError
-from r3l.files import atomic_write_bytes
-from r3l.images import list_images, read_image, write_image
-from r3l.networks import ActorCritic
+from r3l.io.files import atomic_write_bytes
+from r3l.io.images import list_images, read_image, write_image
+from r3l.models.networks import ActorCritic
 from r3l.trainer import Trainer
 
 ARCH = {"name": "r3l", "channels": 1, "features": 8, "n_actions": 27, "action_step": 1.0, "steps": 6}

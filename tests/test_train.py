@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from r3l.checkpoint import load_checkpoint
+from r3l.io.checkpoint import load_checkpoint
 from r3l.config import from_dict
-from r3l.data import load_images
+from r3l.io.data import load_images
 from r3l.denoiser import Denoiser
-from r3l.evaluate import evaluate, summarize
+from r3l.evaluation.protocol import evaluate, summarize
 from r3l.trainer import Trainer
 
 

@@ -14,10 +14,10 @@ from r3l.cli import main
 from r3l.config import from_dict
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.images import write_image
-from r3l.networks import build_network
+from r3l.io.images import write_image
+from r3l.models.networks import build_network
 from r3l.trainer import Trainer
-from r3l.zoo import DEFAULT_MODEL, PACKAGE_FOLDER, find_model, list_models, pack_model, subset_psnr
+from r3l.models.zoo import DEFAULT_MODEL, PACKAGE_FOLDER, find_model, list_models, pack_model, subset_psnr
 
 SHIPPED = sorted(p.stem for p in PACKAGE_FOLDER.glob("*.json"))
 
@@ -34,7 +34,7 @@ def test_every_shipped_model_reproduces_its_subset_psnr(name, monkeypatch):
 
 def test_no_model_gives_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("R3L_MODELS", str(tmp_path))
-    monkeypatch.setattr("r3l.zoo.PACKAGE_FOLDER", tmp_path / "none")
+    monkeypatch.setattr("r3l.models.zoo.PACKAGE_FOLDER", tmp_path / "none")
     with pytest.raises(R3LError, match="no trained models are installed"):
         Denoiser.pretrained()
     Image.new("L", (8, 8), 9).save(tmp_path / "x.png")

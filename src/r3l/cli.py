@@ -79,8 +79,8 @@ def _load_denoiser(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from r3l.data import load_images
-    from r3l.evaluate import evaluate, summarize, write_csv, write_json
+    from r3l.io.data import load_images
+    from r3l.evaluation.protocol import evaluate, summarize, write_csv, write_json
 
     denoiser = _load_denoiser(args)
     images = load_images(args.data, denoiser.channels, "--data", args.max_images)
@@ -104,7 +104,7 @@ def _outputs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     With --out-dir every output keeps its input's file name; two inputs of the same name (``dA/x.png``,
     ``dB/x.png``) are refused before any work rather than one overwriting the other.
     """
-    from r3l.images import list_images, output_bits
+    from r3l.io.images import list_images, output_bits
 
     inputs = [Path(p) for p in args.inputs]
     if args.output:
@@ -153,7 +153,7 @@ def _explain_dirs(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> l
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    from r3l.images import output_bits, read_image_with_alpha, write_image
+    from r3l.io.images import output_bits, read_image_with_alpha, write_image
 
     _check_model_args(args)
     pairs = _outputs(args)
@@ -169,7 +169,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             out = denoiser.denoise(image)
             write_image(dst, out, bits=info.bits, alpha=alpha)
             if explain_dir is not None:
-                from r3l.explain import explain
+                from r3l.evaluation.explain import explain
 
                 explain(denoiser, image, explain_dir)
         except R3LError as exc:
@@ -183,7 +183,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from r3l.zoo import DEFAULT_MODEL, list_models, pack_model, subset_psnr
+    from r3l.models.zoo import DEFAULT_MODEL, list_models, pack_model, subset_psnr
 
     if args.action == "pack":
         missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--name", args.name),
@@ -204,7 +204,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     models = list_models()
     if args.json:
-        from r3l.files import to_json
+        from r3l.io.files import to_json
 
         print(to_json([{**c.to_dict(), "path": str(c.path)} for c in models], indent=2))
         return 0
@@ -254,7 +254,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from r3l.benchmark import load_benchmark_config, run_benchmark
+    from r3l.evaluation.benchmark import load_benchmark_config, run_benchmark
 
     cfg = load_benchmark_config(args.config, {"max_images": args.max_images, "device": args.device})
     out = Path(args.out or Path("benchmark_results") / cfg.name)

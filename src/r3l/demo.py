@@ -7,14 +7,14 @@ from importlib.resources import files
 from pathlib import Path
 
 from r3l.config import load_config
-from r3l.data import load_images
+from r3l.io.data import load_images
 from r3l.denoiser import Denoiser
-from r3l.evaluate import evaluate, summarize
-from r3l.files import write_json
-from r3l.figures import grid, label
-from r3l.images import write_image
-from r3l.metrics import to_uint8
-from r3l.data import noisy_version
+from r3l.evaluation.protocol import evaluate, summarize
+from r3l.io.files import write_json
+from r3l.evaluation.figures import grid, label
+from r3l.io.images import write_image
+from r3l.evaluation.metrics import to_uint8
+from r3l.io.data import noisy_version
 from r3l.trainer import Trainer
 
 

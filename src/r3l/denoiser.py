@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from r3l.checkpoint import load_checkpoint, load_weights
-from r3l.envs.denoise import ResidualDenoiseEnv
-from r3l.networks import ActorCritic, build_network, dncnn_from_weights
-from r3l.optim import autocast
+from r3l.io.checkpoint import load_checkpoint, load_weights
+from r3l.tasks.denoise import ResidualDenoiseEnv
+from r3l.models.networks import ActorCritic, build_network, dncnn_from_weights
+from r3l.algos.optim import autocast
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DECODINGS = ("greedy", "expected")
@@ -103,7 +103,7 @@ class Denoiser:
     def pretrained(cls, name: str | None = None, device: str | torch.device = "auto", precision: str = "fp32",
                    compile: bool = False, **options) -> "Denoiser":
         """A model of r3l's registry by name (``r3l models`` lists them); ``None``: the default gray σ-25 R3L."""
-        from r3l.zoo import find_model
+        from r3l.models.zoo import find_model
 
         return cls.from_checkpoint(find_model(name).path, device, precision, compile, **options)
 

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 from r3l.errors import warn
-from r3l.files import to_json
+from r3l.io.files import to_json
 
 
 class MetricLogger:

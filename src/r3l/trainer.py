@@ -10,21 +10,21 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from r3l.checkpoint import (
+from r3l.io.checkpoint import (
     Checkpoint, load_checkpoint, load_weights, optimizer_state, previous_path, restore_optimizer, save_checkpoint,
 )
 from r3l.config import Config, expand_path, flatten, save_config
-from r3l.data import NamedImage, check_crop, load_images, make_train_loader
+from r3l.io.data import NamedImage, check_crop, load_images, make_train_loader
 from r3l.denoiser import Denoiser, pick_device
-from r3l.envs.denoise import make_env
+from r3l.tasks.denoise import make_env
 from r3l.errors import R3LError, warn
-from r3l.evaluate import evaluate, summarize
+from r3l.evaluation.protocol import evaluate, summarize
 from r3l.logger import MetricLogger
-from r3l.metrics import batch_psnr
-from r3l.networks import build_network, init_from_dncnn
-from r3l.optim import Precision, learning_rate, resolve_precision, set_lr
-from r3l.ppo import PPO, RolloutBuffer, log_prob_entropy, policy_loss, sample_actions
-from r3l.supervised import Supervised
+from r3l.evaluation.metrics import batch_psnr
+from r3l.models.networks import build_network, init_from_dncnn
+from r3l.algos.optim import Precision, learning_rate, resolve_precision, set_lr
+from r3l.algos.ppo import PPO, RolloutBuffer, log_prob_entropy, policy_loss, sample_actions
+from r3l.algos.supervised import Supervised
 
 
 COUNTERS = ("health/skipped_steps", "health/bad_update", "health/scale_overflows")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from r3l.config import EnvConfig
-from r3l.envs.base import BatchImageEnv
+from r3l.tasks.base import BatchImageEnv
 
 
 class ResidualDenoiseEnv(BatchImageEnv):

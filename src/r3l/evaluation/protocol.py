@@ -1,6 +1,6 @@
 """The literature's evaluation protocol.
 
-For each test image and σ: noise from a seed fixed per image (:func:`r3l.data.noise_for`), added without
+For each test image and σ: noise from a seed fixed per image (:func:`r3l.io.data.noise_for`), added without
 clipping; the output clipped to [0, 1] and rounded to 8 bits; PSNR and SSIM against the 8-bit clean image,
 no border crop. Images of the same size are denoised together in one batch.
 """
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from r3l.data import NamedImage, noisy_version
-from r3l.files import atomic_write_bytes, write_json
-from r3l.images import write_image
-from r3l.metrics import psnr, ssim, to_uint8
+from r3l.io.data import NamedImage, noisy_version
+from r3l.io.files import atomic_write_bytes, write_json
+from r3l.io.images import write_image
+from r3l.evaluation.metrics import psnr, ssim, to_uint8
 
 FIELDS = ("image", "sigma", "psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds", "noisy_sha256")
 METRICS = ("psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds")

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from r3l.errors import R3LError, warn
-from r3l.files import atomic_write_bytes
+from r3l.io.files import atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: Default limit on width × height (a decompression-bomb guard); ``R3L_MAX_PIXELS`` overrides it.

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from r3l.config import SupervisedConfig
-from r3l.envs.denoise import ResidualDenoiseEnv
-from r3l.metrics import batch_psnr
-from r3l.optim import Precision, make_adam
+from r3l.tasks.denoise import ResidualDenoiseEnv
+from r3l.evaluation.metrics import batch_psnr
+from r3l.algos.optim import Precision, make_adam
 
 
 class Supervised:

@@ -3,7 +3,7 @@
 A registry folder holds ``<name>.safetensors`` (an r3l checkpoint without optimiser state) and ``<name>.json``,
 the model's card: what it is (architecture, channels, σ), how it was made (training config, episodes, GPU and
 minutes) and what it measured (BSD68 PSNR per σ from ``r3l benchmark``, and the PSNR on a fixed subset that a
-test reproduces on the CPU). r3l's own models live in the package (``r3l/weights/``); ``R3L_MODELS`` names more
+test reproduces on the CPU). r3l's own models live in the package (``r3l/models/weights/``); ``R3L_MODELS`` names more
 folders, separated by ``:``, searched first. ``r3l models`` lists them all; ``r3l models pack`` makes a card.
 """
 
@@ -110,9 +110,9 @@ def find_model(name: str | None = None) -> ModelCard:
 def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: str = "cpu") -> float:
     """Measure the card's subset PSNR again (``data_root``: the folder holding ``card.check.data``, default
     ``R3L_DATA``)."""
-    from r3l.data import load_images
+    from r3l.io.data import load_images
     from r3l.denoiser import Denoiser
-    from r3l.evaluate import evaluate, summarize
+    from r3l.evaluation.protocol import evaluate, summarize
 
     root = Path(data_root or os.environ.get("R3L_DATA", "."))
     folder = root / card.check.data
@@ -129,8 +129,8 @@ def pack_model(checkpoint: str | Path, name: str, description: str, data_root: s
                images: list[str], sigma: float | None = None, seed: int = 0, training: dict | None = None,
                bsd68_psnr: dict[str, float] | None = None, data: str = "BSD68") -> ModelCard:
     """Write ``out_dir/<name>.safetensors`` (weights only) and its card, measuring the subset check here."""
-    from r3l.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-    from r3l.files import write_json
+    from r3l.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from r3l.io.files import write_json
 
     if not name or any(c in name for c in "/\\:") or name.startswith("."):
         raise R3LError(f"model name {name!r}: expected a plain name such as r3l-gray-s25")

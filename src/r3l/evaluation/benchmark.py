@@ -1,7 +1,7 @@
 """``r3l benchmark``: the paper's noise-mismatch tables for any set of methods, in one command.
 
-Every method sees the same seeded noisy images (:func:`r3l.data.noisy_version`) and goes through the same
-evaluation code (:func:`r3l.evaluate.evaluate`). Per-image results are appended to ``cache.jsonl`` in the
+Every method sees the same seeded noisy images (:func:`r3l.io.data.noisy_version`) and goes through the same
+evaluation code (:func:`r3l.evaluation.protocol.evaluate`). Per-image results are appended to ``cache.jsonl`` in the
 output folder as they are computed, so an interrupted benchmark continues where it stopped; BM3D outputs are
 cached on disk by the hash of their noisy input and σ, so reruns are instant.
 """
@@ -22,15 +22,15 @@ import torch
 import yaml
 
 from r3l.config import expand_path
-from r3l.data import NamedImage, load_images, noisy_version
+from r3l.io.data import NamedImage, load_images, noisy_version
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.evaluate import evaluate, write_csv
-from r3l.files import write_json
-from r3l.figures import grid, label
-from r3l.files import atomic_write_bytes, to_json
-from r3l.images import write_image
-from r3l.metrics import to_uint8
+from r3l.evaluation.protocol import evaluate, write_csv
+from r3l.io.files import write_json
+from r3l.evaluation.figures import grid, label
+from r3l.io.files import atomic_write_bytes, to_json
+from r3l.io.images import write_image
+from r3l.evaluation.metrics import to_uint8
 
 #: Published BSD68 PSNR (dB), R3L paper Tables 3 and 4: σ_train → method → σ_test → PSNR.
 PUBLISHED: dict[int, dict[str, dict[int, float]]] = {
@@ -205,7 +205,7 @@ def build_method(spec: MethodSpec, cfg: BenchmarkConfig, cache_dir: Path) -> tup
         den = Denoiser.from_checkpoint(path, cfg.device)
         return den, f"ckpt:{_file_digest(path)}:{seed_key}"
     if spec.kind == "model":
-        from r3l.zoo import find_model
+        from r3l.models.zoo import find_model
 
         path = find_model(str(spec.value)).path
         den = Denoiser.from_checkpoint(path, cfg.device)
@@ -221,7 +221,7 @@ def build_method(spec: MethodSpec, cfg: BenchmarkConfig, cache_dir: Path) -> tup
         return BM3DMethod(sigma, cache_dir / "bm3d", cfg.bm3d_workers), f"bm3d:{sigma:g}:{seed_key}"
     if spec.kind == "noisy":
         return (lambda batch: batch.clamp(0.0, 1.0)), f"noisy:{seed_key}"
-    from r3l.networks import build_network
+    from r3l.models.networks import build_network
 
     kind = str(spec.value)
     arch = {"r3l": {"name": "r3l", "channels": 1, "features": 64, "n_actions": 27, "action_step": 1.0, "steps": 6},
@@ -346,7 +346,7 @@ def plot_psnr(summary: dict, path: Path) -> bool:
 
 def example_grid(cfg: BenchmarkConfig, image: NamedImage, methods: dict[str, Callable], path: Path) -> None:
     """Noisy, each method's output and the clean image for one test image at σ_train, as one PNG."""
-    from r3l.metrics import psnr
+    from r3l.evaluation.metrics import psnr
 
     clean = image.float
     noisy = noisy_version(clean, image.name, cfg.sigma_train, cfg.seed)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from r3l.config import PPOConfig
-from r3l.optim import Precision, make_adam
+from r3l.algos.optim import Precision, make_adam
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

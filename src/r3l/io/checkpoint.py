@@ -20,7 +20,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from r3l.errors import R3LError
-from r3l.files import atomic_write_bytes, to_json
+from r3l.io.files import atomic_write_bytes, to_json
 
 FORMAT = "r3l-checkpoint"
 FORMAT_VERSION = 2

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from r3l.config import DataConfig, expand_path
 from r3l.errors import R3LError
-from r3l.images import list_images, read_native, to_channels, to_float
+from r3l.io.images import list_images, read_native, to_channels, to_float
 
 #: scikit-image samples for training and for testing (disjoint), used when no data set is at hand.
 SKIMAGE_TRAIN = ("brick", "grass", "gravel", "coins", "moon", "clock", "chelsea", "rocket", "coffee",

@@ -1,0 +1,1 @@
+"""Files in and out: images, checkpoints, training and test data, atomic writes and strict JSON."""
