@@ -11,7 +11,7 @@ import torch
 from r3l.config import from_dict
 from r3l.io.data import EpisodeBatches
 from r3l.io.files import to_json
-from r3l.denoiser import pick_device
+from r3l.runtime import configure_torch, pick_device
 from r3l.trainer import Trainer
 
 
@@ -65,6 +65,7 @@ class EpisodeSetup:
         if args.crop:
             overrides.append(f"data.crop={args.crop}")
         self.cfg = cfg = from_dict({"preset": args.preset}, overrides)
+        configure_torch(cfg)
         self.trainer = Trainer(cfg, "/tmp/r3l-bench-episode")
         self.batches = EpisodeBatches(self.trainer.train_images, cfg.data, cfg.seed, episodes)
         self.generator = torch.Generator(device=device)

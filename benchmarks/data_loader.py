@@ -18,7 +18,7 @@ from common import device_name, emit, sync
 
 from r3l.config import DataConfig
 from r3l.io.data import load_images, make_train_loader
-from r3l.denoiser import pick_device
+from r3l.runtime import pick_device
 
 
 def main() -> None:

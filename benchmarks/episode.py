@@ -30,19 +30,19 @@ from r3l.trainer import Trainer
 
 def network_work(trainer: Trainer, clean: torch.Tensor):
     """One episode's network work alone: rollout forwards + the update's forward/backward/Adam step."""
-    net, opt, cfg = trainer.forward, trainer.ppo.optimizer, trainer.cfg
+    net, opt, cfg = trainer.forward, trainer.optimizer, trainer.cfg
     steps, batch = cfg.env.steps, clean.shape[0]
     per_mb = batch // cfg.ppo.minibatches
     states = clean.unsqueeze(0).expand(steps, *clean.shape).contiguous()
 
     def once() -> None:
-        with torch.no_grad(), trainer.mixed.autocast():
+        with torch.no_grad(), trainer.precision.autocast():
             for t in range(steps):
                 net(states[t])
         for _ in range(cfg.ppo.epochs):
             for m in range(cfg.ppo.minibatches):
                 x = states[:, m * per_mb : (m + 1) * per_mb].reshape(-1, *clean.shape[1:])
-                with trainer.mixed.autocast():
+                with trainer.precision.autocast():
                     logits, values = net(x)
                 loss = logits.float().mean() + values.float().mean()
                 opt.zero_grad(set_to_none=True)
@@ -111,7 +111,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "batch": cfg.data.batch_size, "crop": cfg.data.crop, "steps": cfg.env.steps,
         "epochs": cfg.ppo.epochs, "minibatches": cfg.ppo.minibatches, "features": cfg.model.features,
-        "precision": trainer.precision, "channels_last": trainer.channels_last, "compile": trainer.compile,
+        "precision": trainer.precision.name, "channels_last": trainer.channels_last, "compile": trainer.compile,
         "compile_mode": trainer.compile_mode,
         "timed_episodes": args.episodes,
         "episode_s": episode_s,

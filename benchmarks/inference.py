@@ -20,10 +20,11 @@ import torch
 from common import device_name, emit, peak_device_mib, peak_host_mib, sync
 
 from r3l.io.data import load_images, noisy_version
-from r3l.denoiser import PRECISIONS, Denoiser, pick_device
-from r3l.models.networks import build_network
+from r3l.denoiser import PRECISIONS, Denoiser
+from r3l.runtime import pick_device
+from r3l.models.spec import PAPER_SPECS, build_network
 
-PAPER_R3L = {"name": "r3l", "channels": 1, "features": 64, "n_actions": 27, "action_step": 1.0, "steps": 6}
+PAPER_R3L = PAPER_SPECS["r3l"]
 
 
 def main() -> None:
@@ -79,7 +80,7 @@ def main() -> None:
     result = {
         "benchmark": "inference",
         "device": device_name(device),
-        "torch": torch.__version__, "date": datetime.date.today().isoformat(), "model": den.arch,
+        "torch": torch.__version__, "date": datetime.date.today().isoformat(), "model": den.arch.to_dict(),
         "precision": args.precision, "compile": args.compile,
         "channels_last": den.memory_format == torch.channels_last,
         "data": str(args.data), "images": len(images), "shapes": len(batches),

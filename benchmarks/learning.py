@@ -21,6 +21,7 @@ import torch
 
 from common import device_name, emit, peak_device_mib
 from r3l.config import load_config
+from r3l.runtime import configure_torch
 from r3l.errors import R3LError
 from r3l.trainer import Trainer
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, overrides)
         run_dir = Path(args.run_dir or f"runs/learning/{cfg.name}")
+        configure_torch(cfg)
         trainer = Trainer(cfg, run_dir)
         started = time.perf_counter()
         last = trainer.train(time_limit=args.seconds)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": args.config,
         "overrides": args.set,
         "device": device_name(trainer.device),
-        "precision": trainer.precision,
+        "precision": trainer.precision.name,
         "compile": [trainer.compile, trainer.compile_mode],
         "seed": cfg.seed,
         "episodes": done,

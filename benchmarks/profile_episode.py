@@ -72,7 +72,7 @@ def main() -> None:
         "device": device_name(device),
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
-        "precision": setup.trainer.precision,
+        "precision": setup.trainer.precision.name,
         "compile": setup.trainer.compile, "compile_mode": setup.trainer.compile_mode,
         "episodes": args.episodes,
         "wall_ms_per_episode": wall_s * 1e3 / args.episodes,

@@ -128,7 +128,7 @@ def _tiny_denoiser():
         import torch
 
         from r3l.denoiser import Denoiser
-        from r3l.models.networks import build_network
+        from r3l.models.spec import build_network
 
         torch.manual_seed(0)
         arch = {"name": "r3l", "channels": 1, "features": 4, "n_actions": 5, "action_step": 1.0, "steps": 2}
@@ -184,7 +184,7 @@ def _checkpoint_bytes(tmp_path_factory) -> bytes:
         import torch
 
         from r3l.io.checkpoint import Checkpoint, save_checkpoint
-        from r3l.models.networks import build_network
+        from r3l.models.spec import build_network
 
         arch = {"name": "r3l", "channels": 1, "features": 4, "n_actions": 5, "action_step": 1.0, "steps": 2,
                 "head_init": "small"}
@@ -211,7 +211,7 @@ def test_fuzz_checkpoint_header(tmp_path_factory, data):
     from safetensors.torch import save as st_save
 
     from r3l.io.checkpoint import _digest, _header_digest, load_checkpoint, load_weights
-    from r3l.models.networks import build_network
+    from r3l.models.spec import build_network
 
     raw = _checkpoint_bytes(tmp_path_factory)
     size = int.from_bytes(raw[:8], "little")

@@ -51,12 +51,12 @@ def test_action_rewards_are_the_rewards_each_action_earns():
     torch.manual_seed(0)
     env = ResidualDenoiseEnv(sigma=25.0)
     clean = torch.rand(2, 1, 5, 6)
-    state = env.reset(clean, torch.Generator().manual_seed(1))
-    every = env.action_rewards(state)
+    state = env.start(clean, torch.Generator().manual_seed(1))
+    every = env.action_rewards(state, clean)
     assert every.shape == (2, 1, 27, 5, 6)
     for k in (0, 5, 13, 26):
         actions = torch.full((2, 1, 5, 6), k)
-        assert torch.allclose(every[:, :, k], env.reward(state, env.transition(state, actions)), atol=1e-6)
+        assert torch.allclose(every[:, :, k], env.reward(state, env.transition(state, actions), clean), atol=1e-6)
     assert torch.equal(every[:, :, 13], torch.zeros(2, 1, 5, 6))
 
 

@@ -49,7 +49,7 @@ def test_bf16_training_episode_matches_fp32_statistics(tiny_folder):
         values = tiny_config(str(tiny_folder / "train"), "", episodes=2)
         values["train"].update(precision=precision, log_every=2)
         trainer = Trainer(from_dict(values), tiny_folder / precision)
-        assert trainer.precision == precision
+        assert trainer.precision.name == precision
         results[precision] = trainer.train()
     a, b = results["fp32"], results["bf16"]
     for key in ("charts/episode_reward", "charts/psnr_gain", "losses/entropy"):
@@ -120,10 +120,10 @@ def test_fp16_training_matches_fp32_and_checkpoints_its_scale(tiny_folder):
         assert b[key] == pytest.approx(a[key], rel=0.01, abs=0.005), key
     assert b["health/bad_update"] == 0
     saved = load_checkpoint(tiny_folder / "fp16" / "last.safetensors", with_training_state=True)
-    assert saved.info["loss_scale"] == trainer.mixed.loss_scale.state_dict()
+    assert saved.info["loss_scale"] == trainer.precision.loss_scale.state_dict()
     values["train"].update(episodes=3)
     resumed = Trainer(from_dict(values), tiny_folder / "fp16", resume=True, force=True)  # more episodes: a changed run
-    assert resumed.mixed.loss_scale.state_dict() == saved.info["loss_scale"]
+    assert resumed.precision.loss_scale.state_dict() == saved.info["loss_scale"]
 
 
 def test_compiled_training_matches_eager(tiny_folder):
@@ -163,7 +163,7 @@ def test_guarded_step_leaves_weights_moments_and_count_untouched_when_not_finite
 
 
 def test_auto_compile_is_cuda_graphs_for_r3l_on_cuda_only():
-    from r3l.trainer import resolve_compile
+    from r3l.runtime import resolve_compile
 
     cuda = torch.device("cuda")
     r3l = from_dict(tiny_config("t", "", episodes=2))

@@ -120,8 +120,8 @@ def _nan_rewards(trainer, episodes):
         state["episode"] = episode
         return run_episode(episode, clean, generator)
 
-    def reward(s, n):
-        r = original(s, n)
+    def reward(s, n, target):
+        r = original(s, n, target)
         return r * float("nan") if state["episode"] in episodes else r
 
     env.reward = reward

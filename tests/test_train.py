@@ -86,7 +86,7 @@ def test_supervised_baselines_lower_the_mse(tmp_path, model, extra):
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["losses/mse"] < 0.7 * lines[0]["losses/mse"]
     den = Denoiser.from_checkpoint(tmp_path / "run" / "best.safetensors", "cpu")
-    assert den.arch["name"] == model
+    assert den.arch.name == model
     images = load_images("skimage-test", 1)
     for im in images:
         im.native = im.native[200:328, 200:328]

@@ -15,7 +15,7 @@ from r3l.config import from_dict
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
 from r3l.io.images import write_image
-from r3l.models.networks import build_network
+from r3l.models.spec import build_network
 from r3l.trainer import Trainer
 from r3l.models.zoo import DEFAULT_MODEL, PACKAGE_FOLDER, find_model, list_models, pack_model, subset_psnr
 

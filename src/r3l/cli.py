@@ -33,6 +33,7 @@ def _non_negative_int(text: str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from r3l.config import load_config
+    from r3l.runtime import configure_torch
     from r3l.trainer import Trainer
 
     cfg = load_config(args.config, args.set or [])
@@ -41,6 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise R3LError(f"{run_dir}: run directory already holds a checkpoint; pass --resume or another --run-dir")
     if args.force and not args.resume:
         raise R3LError("--force only applies to --resume")
+    configure_torch(cfg)
     trainer = Trainer(cfg, run_dir, resume=args.resume, force=args.force)
     if args.resume:
         print(f"resuming {run_dir} at episode {trainer.start_episode} of {cfg.train.episodes}", flush=True)
@@ -93,7 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.csv:
         write_csv(rows, args.csv)
     if args.json:
-        write_json({"data": str(args.data), "seed": args.seed, "model": denoiser.arch, "summary": summary,
+        write_json({"data": str(args.data), "seed": args.seed, "model": denoiser.arch.to_dict(), "summary": summary,
                     "images": rows}, args.json)
     return 0
 
@@ -160,7 +162,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     explain_dirs = _explain_dirs(args, pairs)
     denoiser = _load_denoiser(args)
     if args.explain and denoiser.env is None:
-        raise R3LError(f"--explain needs an R3L checkpoint; this model is {denoiser.arch['name']} (nothing written)")
+        raise R3LError(f"--explain needs an R3L checkpoint; this model is {denoiser.arch.name} (nothing written)")
     failed = 0
     for (src, dst), explain_dir in zip(pairs, explain_dirs):
         try:
@@ -214,9 +216,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     failed = 0
     for card in models:
         at = card.bsd68_psnr.get("25")
-        line = (f"{card.name:<18} {card.arch['name']:<6} {card.arch['channels']}ch  sigma {card.sigma}  "
-                f"BSD68@25 {at:.2f} dB  " if at is not None else
-                f"{card.name:<18} {card.arch['name']:<6} {card.arch['channels']}ch  sigma {card.sigma}  ")
+        line = f"{card.name:<18} {card.arch['name']:<6} {card.arch['channels']}ch  sigma {card.sigma}  "
+        line += f"BSD68@25 {at:.2f} dB  " if at is not None else ""
         line += ("(default)  " if card.name == DEFAULT_MODEL else "") + card.description
         if args.action == "check":
             measured = subset_psnr(card, args.data_root or _data_root())

@@ -10,29 +10,49 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from r3l.errors import R3LError
 
 
+def positive(default: Any) -> Any:
+    """A field that must be > 0."""
+    return field(default=default, metadata={"bound": "positive"})
+
+
+def non_negative(default: Any) -> Any:
+    """A field that must be >= 0."""
+    return field(default=default, metadata={"bound": "non_negative"})
+
+
+def unit_interval(default: Any) -> Any:
+    """A field that must lie in [0, 1]."""
+    return field(default=default, metadata={"bound": "unit_interval"})
+
+
+Switch = Literal["auto", "on", "off"]
+Schedule = Literal["poly", "cosine", "constant"]
+
+
 @dataclass
 class EnvConfig:
-    """The denoising environment. σ and the action step are on the 0–255 scale."""
+    """The task. For denoising, σ and the action step are on the 0–255 scale."""
 
     name: str = "residual_denoise"
+    """A registered task (``residual_denoise``) or a dotted path to a user's task class,
+    ``package.module:Class`` (see :mod:`r3l.tasks`)."""
     sigma: float | list[float] = 25.0
     """Noise level; a pair ``[lo, hi]`` draws a σ per image uniformly from that range."""
-    n_actions: int = 27
-    action_step: float = 1.0
+    n_actions: int = positive(27)
+    action_step: float = positive(1.0)
     """Each action adds ``(k - n_actions // 2) * action_step / 255``."""
-    steps: int = 6
+    steps: int = positive(6)
     clip_noisy: bool = False
     """Clip the noisy input to [0, 1]. The paper's code and the literature's tests leave it unclipped."""
 
@@ -40,62 +60,67 @@ class EnvConfig:
 @dataclass
 class ModelConfig:
     name: str = "r3l"
-    """``r3l`` (actor-critic, PPO), ``r3n`` or ``dncnn`` (both trained with MSE, see ``supervised``)."""
-    channels: int = 1
-    features: int = 64
-    init: str = "dncnn"
+    """A registered model (:mod:`r3l.models.spec`): ``r3l`` (actor-critic, PPO), ``r3n`` or ``dncnn`` (both
+    trained with MSE, see ``supervised``)."""
+    channels: int = positive(1)
+    features: int = positive(64)
+    init: Literal["dncnn", "scratch"] = "dncnn"
     """``dncnn`` (copy layers from KAIR's DnCNN σ=25 weights) or ``scratch``."""
     dncnn_weights: str = "${R3L_WEIGHTS}/dncnn_25.pth"
-    head_init: str = "kaiming"
+    head_init: Literal["kaiming", "small"] = "kaiming"
     """Output convolutions: ``kaiming`` (as the original) or ``small`` (near-uniform first policy)."""
-    depth: int = 17
+    depth: int = positive(17)
     """DnCNN only: number of convolutions."""
 
 
 @dataclass
-class PPOConfig:
-    gamma: float = 0.95
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    epochs: int = 4
-    minibatches: int = 4
-    """Minibatches of whole images per epoch (each holds every step of its images)."""
-    vf_coef: float = 0.5
-    ent_coef: float = 0.05
-    """Entropy bonus. Below about 0.02 the paper-size R3L learns "no change" first and its exploration dies
-    (docs/experiments.md)."""
-    all_action_coef: float = 0.0
-    """Weight of the all-action term, for environments that can compute every action's reward (R3L's can);
-    0 turns it off. See ``all_action``."""
-    all_action: str = "soft"
-    """``soft``: cross-entropy toward ``softmax(r / all_action_temperature)`` over every action's immediate
-    reward; ``expected``: the exact gradient of the expected immediate reward ``Σ_a π(a) r(a)``."""
-    all_action_temperature: float = 0.05
-    """τ of the ``soft`` target, in reward units (R3L: 255 × squared error on the [0, 1] scale)."""
-    value_loss: str = "smooth_l1"
-    """``smooth_l1`` or ``mse``."""
-    max_grad_norm: float = 1.0
-    """0 turns gradient clipping off."""
-    normalize_advantages: bool = True
-    target_kl: float = 0.0
-    """Stop the epochs of an update once approx-KL exceeds this; 0 never stops."""
-    lr: float = 3e-4
-    lr_schedule: str = "cosine"
+class LRSchedule:
+    """The learning rate and its schedule, shared by every algorithm's section."""
+
+    lr: float = positive(3e-4)
+    lr_schedule: Schedule = "cosine"
     """``poly`` (lr·(1−e/E)^power, the original's), ``cosine`` or ``constant``."""
-    lr_power: float = 0.9
-    adam_eps: float = 1e-8
-    weight_decay: float = 0.0
+    lr_power: float = non_negative(0.9)
 
 
 @dataclass
-class SupervisedConfig:
+class PPOConfig(LRSchedule):
+    gamma: float = unit_interval(0.95)
+    gae_lambda: float = unit_interval(0.95)
+    clip_eps: float = 0.2
+    epochs: int = positive(4)
+    minibatches: int = positive(4)
+    """Minibatches of whole images per epoch (each holds every step of its images)."""
+    vf_coef: float = non_negative(0.5)
+    ent_coef: float = non_negative(0.05)
+    """Entropy bonus. Below about 0.02 the paper-size R3L learns "no change" first and its exploration dies
+    (docs/experiments.md)."""
+    all_action_coef: float = non_negative(0.0)
+    """Weight of the all-action term, for environments that can compute every action's reward (R3L's can);
+    0 turns it off. See ``all_action``."""
+    all_action: Literal["soft", "expected"] = "soft"
+    """``soft``: cross-entropy toward ``softmax(r / all_action_temperature)`` over every action's immediate
+    reward; ``expected``: the exact gradient of the expected immediate reward ``Σ_a π(a) r(a)``."""
+    all_action_temperature: float = positive(0.05)
+    """τ of the ``soft`` target, in reward units (R3L: 255 × squared error on the [0, 1] scale)."""
+    value_loss: Literal["smooth_l1", "mse"] = "smooth_l1"
+    """``smooth_l1`` or ``mse``."""
+    max_grad_norm: float = non_negative(1.0)
+    """0 turns gradient clipping off."""
+    normalize_advantages: bool = True
+    target_kl: float = non_negative(0.0)
+    """Stop the epochs of an update once approx-KL exceeds this; 0 never stops."""
+    adam_eps: float = positive(1e-8)
+    weight_decay: float = non_negative(0.0)
+
+
+@dataclass
+class SupervisedConfig(LRSchedule):
     """Training of the deterministic baselines (``model.name`` ``r3n`` or ``dncnn``) with MSE."""
 
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
-    lr_power: float = 0.9
-    max_grad_norm: float = 0.0
-    weight_decay: float = 0.0
+    lr: float = positive(1e-3)
+    max_grad_norm: float = non_negative(0.0)
+    weight_decay: float = non_negative(0.0)
 
 
 @dataclass
@@ -104,50 +129,51 @@ class DataConfig:
     """A folder of training images, or ``skimage`` for scikit-image's bundled samples."""
     val: str = "${R3L_DATA}/BSD68"
     """A folder of validation images, or ``skimage``; empty for none."""
-    batch_size: int = 32
-    crop: int = 70
-    hflip: float = 0.5
-    rotate_prob: float = 0.5
-    rotate_degrees: float = 10.0
-    workers: int = 2
-    val_sigma: float = 0.0
+    batch_size: int = positive(32)
+    crop: int = positive(70)
+    hflip: float = unit_interval(0.5)
+    rotate_prob: float = unit_interval(0.5)
+    rotate_degrees: float = non_negative(10.0)
+    workers: int = non_negative(2)
+    val_sigma: float = non_negative(0.0)
     """σ for validation; 0 uses the training σ (the middle of a range)."""
-    val_max_images: int = 0
+    val_max_images: int = non_negative(0)
     """Validate on the first N images only; 0 uses all."""
-    val_seed: int = 0
+    val_seed: int = non_negative(0)
 
 
 @dataclass
 class TrainConfig:
-    episodes: int = 30001
-    log_every: int = 10
-    val_every: int = 1000
-    save_every: int = 500
+    episodes: int = positive(30001)
+    log_every: int = positive(10)
+    val_every: int = positive(1000)
+    save_every: int = positive(500)
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
     deterministic: bool = False
-    threads: int = 0
+    threads: int = non_negative(0)
     """CPU threads for torch; 0 keeps torch's default."""
     tensorboard: bool = True
     progress: bool = True
-    max_bad_updates: int = 10
+    max_bad_updates: int = positive(10)
     """Stop after this many updates in a row were skipped for non-finite losses or gradients."""
-    precision: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """Network arithmetic in training: ``fp32``, ``bf16`` (autocast), ``fp16`` (autocast with dynamic loss
     scaling) or ``auto`` (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU). Losses,
     log-probabilities, GAE and the optimiser always run in fp32."""
-    channels_last: str = "auto"
+    channels_last: Switch = "auto"
     """``on``, ``off`` or ``auto`` (on for CUDA): NHWC memory layout for the convolutions."""
-    tf32: str = "auto"
+    tf32: Switch = "auto"
     """``on``, ``off`` or ``auto`` (on): TF32 matrix and convolution arithmetic on NVIDIA GPUs."""
-    cudnn_benchmark: str = "auto"
+    cudnn_benchmark: Switch = "auto"
     """``on``, ``off`` or ``auto`` (on for CUDA unless ``train.deterministic``): cuDNN autotuning; r3l's crops
     have fixed shapes, so the tuned kernels pay off at once."""
-    compile: str = "auto"
+    compile: Literal["auto", "off", "network", "all"] = "auto"
     """``torch.compile``: ``off``, ``network`` (the training forward passes), ``all`` (also the PPO loss) or
     ``auto``: ``all`` for R3L on CUDA (measured 1.35–2× faster episodes, see docs/performance.md), ``off`` on
     the CPU and for the supervised baselines."""
-    compile_mode: str = "auto"
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = \
+        "auto"
     """``torch.compile`` mode: ``default``, ``reduce-overhead`` (CUDA graphs), ``max-autotune``,
     ``max-autotune-no-cudagraphs`` or ``auto`` (``reduce-overhead`` on CUDA, else ``default``)."""
 
@@ -156,7 +182,7 @@ class TrainConfig:
 class Config:
     name: str = "r3l"
     preset: str = "default"
-    seed: int = 0
+    seed: int = non_negative(0)
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -194,40 +220,54 @@ SEED_PRESET: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {"default": {}, "seed": SEED_PRESET}
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "preset": tuple(PRESETS),
-    "env.name": ("residual_denoise",),
-    "model.name": ("r3l", "r3n", "dncnn"),
-    "model.init": ("dncnn", "scratch"),
-    "model.head_init": ("kaiming", "small"),
-    "ppo.value_loss": ("smooth_l1", "mse"),
-    "ppo.all_action": ("soft", "expected"),
-    "ppo.lr_schedule": ("poly", "cosine", "constant"),
-    "supervised.lr_schedule": ("poly", "cosine", "constant"),
-    "train.precision": ("auto", "fp32", "bf16", "fp16"),
-    "train.channels_last": ("auto", "on", "off"),
-    "train.tf32": ("auto", "on", "off"),
-    "train.cudnn_benchmark": ("auto", "on", "off"),
-    "train.compile": ("auto", "off", "network", "all"),
-    "train.compile_mode": ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-}
+def field_rules(cls: type, prefix: str = "") -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """The rules a config dataclass declares on its fields, by dotted key: the choices of ``Literal`` fields
+    and the bounds of fields made with :func:`positive`, :func:`non_negative` or :func:`unit_interval`."""
+    choices: dict[str, tuple[str, ...]] = {}
+    bounds: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key, hint = prefix + f.name, hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            sub_choices, sub_bounds = field_rules(hint, key + ".")
+            choices.update(sub_choices)
+            bounds.update(sub_bounds)
+        elif typing.get_origin(hint) is Literal:
+            choices[key] = typing.get_args(hint)
+        if "bound" in f.metadata:
+            bounds[key] = f.metadata["bound"]
+    return choices, bounds
+
+
+_CHOICES, BOUNDS = field_rules(Config)
+CHOICES: dict[str, tuple[str, ...]] = {"preset": tuple(PRESETS), **_CHOICES}
+"""Every key with a fixed set of values (derived from the ``Literal`` fields)."""
+POSITIVE = {k for k, b in BOUNDS.items() if b == "positive"}
+NON_NEGATIVE = {k for k, b in BOUNDS.items() if b == "non_negative"}
+UNIT_INTERVAL = {k for k, b in BOUNDS.items() if b == "unit_interval"}
 
 #: What ``true`` / ``false`` mean for an on/off/auto key whose "on" has another name.
 SWITCH_WORDS: dict[str, tuple[str, str]] = {"train.compile": ("all", "off")}
 
-POSITIVE = {
-    "env.n_actions", "env.steps", "env.action_step", "model.channels", "model.features", "ppo.epochs",
-    "ppo.minibatches", "ppo.lr", "ppo.all_action_temperature", "data.batch_size", "data.crop", "train.episodes", "train.log_every",
-    "train.val_every", "train.save_every", "ppo.adam_eps", "train.max_bad_updates", "supervised.lr",
-    "model.depth",
-}
-NON_NEGATIVE = {
-    "seed", "ppo.vf_coef", "ppo.ent_coef", "ppo.all_action_coef", "ppo.max_grad_norm", "ppo.target_kl", "ppo.lr_power",
-    "ppo.weight_decay", "data.workers", "data.val_sigma", "data.val_max_images", "data.val_seed",
-    "data.rotate_degrees", "train.threads", "supervised.lr_power", "supervised.max_grad_norm",
-    "supervised.weight_decay",
-}
-UNIT_INTERVAL = {"ppo.gamma", "ppo.gae_lambda", "data.hflip", "data.rotate_prob"}
+
+def check_rules(flat: dict[str, Any], choices: dict[str, tuple], bounds: dict[str, str],
+                label: str = "config key") -> None:
+    """Check flattened values against choices and bounds; the error names the key (``label`` says which kind
+    of config: training configs and benchmark configs share this validator and its messages)."""
+    for key, allowed in choices.items():
+        if key in flat and flat[key] not in allowed:
+            raise R3LError(f"{label} {key}: {flat[key]!r} is not one of {', '.join(allowed)}")
+    for key, bound in bounds.items():
+        values = flat.get(key)
+        for value in values if isinstance(values, list) else [values]:
+            if value is None:
+                continue
+            if bound == "positive" and not value > 0:
+                raise R3LError(f"{label} {key}: must be positive, got {value!r}")
+            if bound == "non_negative" and value < 0:
+                raise R3LError(f"{label} {key}: must not be negative, got {value!r}")
+            if bound == "unit_interval" and not 0.0 <= value <= 1.0:
+                raise R3LError(f"{label} {key}: must lie in [0, 1], got {value!r}")
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
@@ -240,26 +280,28 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def _check_type(key: str, value: Any, hint: Any) -> Any:
+def _check_type(key: str, value: Any, hint: Any, label: str = "config key") -> Any:
     """Coerce ``value`` to the annotated type or raise naming ``key``."""
     origin = typing.get_origin(hint)
+    if origin is Literal:  # a string whose allowed values :func:`check_rules` checks
+        hint = str
     if origin in (typing.Union, types.UnionType):
         errors = []
         for option in typing.get_args(hint):
             try:
-                return _check_type(key, value, option)
+                return _check_type(key, value, option, label)
             except R3LError as exc:
                 errors.append(str(exc))
-        raise R3LError(f"config key {key}: {value!r} is neither a number nor a [low, high] pair")
+        raise R3LError(f"{label} {key}: {value!r} is neither a number nor a [low, high] pair")
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
-            raise R3LError(f"config key {key}: expected a list, got {value!r}")
-        return [_check_type(key, v, item) for v in value]
+            raise R3LError(f"{label} {key}: expected a list, got {value!r}")
+        return [_check_type(key, v, item, label) for v in value]
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise R3LError(f"config key {key}: expected true or false, got {value!r}")
+        raise R3LError(f"{label} {key}: expected true or false, got {value!r}")
     if isinstance(value, str) and hint in (int, float):
         # YAML 1.1 reads "1e-3" (no dot) as a string; a number is what the user meant.
         try:
@@ -271,14 +313,14 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise R3LError(f"config key {key}: expected a whole number, got {value!r}")
+        raise R3LError(f"{label} {key}: expected a whole number, got {value!r}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = float(value)
             if not math.isfinite(value):
-                raise R3LError(f"config key {key}: expected a finite number, got {value!r}")
+                raise R3LError(f"{label} {key}: expected a finite number, got {value!r}")
             return value
-        raise R3LError(f"config key {key}: expected a number, got {value!r}")
+        raise R3LError(f"{label} {key}: expected a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
             return value
@@ -287,45 +329,42 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             return SWITCH_WORDS.get(key, ("on", "off"))[0 if value else 1]
         if value is None:
             return ""
-        raise R3LError(f"config key {key}: expected a string, got {value!r}")
+        raise R3LError(f"{label} {key}: expected a string, got {value!r}")
     raise TypeError(f"unsupported config type {hint} for {key}")
 
 
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
+def build_dataclass(cls: type, values: dict, prefix: str = "", label: str = "config key",
+                    skip: tuple[str, ...] = ()) -> Any:
+    """``cls`` from a mapping: unknown keys refused, every value coerced to its field's type (nested
+    dataclasses recursively); ``skip`` names fields the caller builds itself (passed through as they are)."""
     if not isinstance(values, dict):
-        raise R3LError(f"config key {prefix.rstrip('.') or '<root>'}: expected a mapping, got {values!r}")
+        raise R3LError(f"{label} {prefix.rstrip('.') or '<root>'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise R3LError(
-            f"unknown config key {prefix}{unknown[0]} (known keys here: {', '.join(sorted(fields))})"
-        )
+        raise R3LError(f"unknown {label} {prefix}{unknown[0]} (known keys here: {', '.join(sorted(fields))})")
     kwargs = {}
     for name, value in values.items():
         key = prefix + name
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key + ".")
+        if name in skip:
+            kwargs[name] = value
+        elif dataclasses.is_dataclass(hint):
+            kwargs[name] = build_dataclass(hint, value, key + ".", label)
         else:
-            kwargs[name] = _check_type(key, value, hint)
+            kwargs[name] = _check_type(key, value, hint, label)
     return cls(**kwargs)
 
 
 def _validate(cfg: Config) -> None:
-    flat = flatten(cfg.to_dict())
-    for key, choices in CHOICES.items():
-        if flat[key] not in choices:
-            raise R3LError(f"config key {key}: {flat[key]!r} is not one of {', '.join(choices)}")
-    for key in POSITIVE:
-        if not flat[key] > 0:
-            raise R3LError(f"config key {key}: must be positive, got {flat[key]!r}")
-    for key in NON_NEGATIVE:
-        if flat[key] < 0:
-            raise R3LError(f"config key {key}: must not be negative, got {flat[key]!r}")
-    for key in UNIT_INTERVAL:
-        if not 0.0 <= flat[key] <= 1.0:
-            raise R3LError(f"config key {key}: must lie in [0, 1], got {flat[key]!r}")
+    from r3l.models.spec import MODELS
+    from r3l.tasks import TASKS
+
+    check_rules(flatten(cfg.to_dict()), {**CHOICES, "model.name": tuple(MODELS)}, BOUNDS)
+    if cfg.env.name not in TASKS and "." not in cfg.env.name and ":" not in cfg.env.name:
+        raise R3LError(f"config key env.name: {cfg.env.name!r} is not one of {', '.join(TASKS)} "
+                       "(or a dotted path to a task class, package.module:Class)")
     sigma = cfg.env.sigma
     if isinstance(sigma, list):
         if len(sigma) != 2 or not 0 <= sigma[0] <= sigma[1]:
@@ -390,7 +429,7 @@ def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> Config:
     if not isinstance(preset, str) or preset not in PRESETS:
         raise R3LError(f"config key preset: {preset!r} is not one of {', '.join(PRESETS)}")
     merged = _deep_merge(PRESETS[preset], values)
-    cfg = _build(Config, merged)
+    cfg = build_dataclass(Config, merged)
     _validate(cfg)
     return cfg
 
@@ -424,14 +463,3 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from r3l.io.files import atomic_write_bytes
 
     atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
-
-
-def expand_path(value: str, key: str) -> Path:
-    """Expand ``${R3L_DATA}``-style variables in a config path; a clear error names an unset variable."""
-    import re
-
-    for var in re.findall(r"\$\{(\w+)\}|\$(\w+)", value):
-        name = var[0] or var[1]
-        if name not in os.environ:
-            raise R3LError(f"config key {key}: {value!r} uses ${{{name}}}, which is not set (export {name}=...)")
-    return Path(os.path.expanduser(os.path.expandvars(value)))

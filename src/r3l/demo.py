@@ -15,6 +15,7 @@ from r3l.evaluation.figures import grid, label
 from r3l.io.images import write_image
 from r3l.evaluation.metrics import to_uint8
 from r3l.io.data import noisy_version
+from r3l.runtime import configure_torch
 from r3l.trainer import Trainer
 
 
@@ -30,6 +31,7 @@ def run_demo(out_dir: Path, episodes: int, device: str, sigma: float, progress: 
     run_dir = out_dir / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    configure_torch(cfg)
     Trainer(cfg, run_dir).train()
 
     denoiser = Denoiser.from_checkpoint(run_dir / "best.safetensors", device)

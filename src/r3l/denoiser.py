@@ -10,25 +10,13 @@ from torch import nn
 
 from r3l.io.checkpoint import load_checkpoint, load_weights
 from r3l.tasks.denoise import ResidualDenoiseEnv
-from r3l.models.networks import ActorCritic, build_network, dncnn_from_weights
+from r3l.models.networks import ActorCritic, dncnn_from_weights
+from r3l.models.spec import ArchSpec, build_network
 from r3l.algos.optim import autocast
+from r3l.runtime import pick_device
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DECODINGS = ("greedy", "expected")
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    from r3l.errors import R3LError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise R3LError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise R3LError(f"device {name!r}: CUDA is not available on this machine")
-    return device
 
 
 class Denoiser:
@@ -51,7 +39,7 @@ class Denoiser:
     measured 1.2 GB of process memory for a 960 × 960 piece), so 768 + 2 × 96 keeps a 4096 × 4096 image under
     2 GB, and the margins add 56% work over untiled inference."""
 
-    def __init__(self, net: nn.Module, arch: dict, device: str | torch.device = "auto", tile: int = TILE,
+    def __init__(self, net: nn.Module, arch: ArchSpec | dict, device: str | torch.device = "auto", tile: int = TILE,
                  precision: str = "fp32", channels_last: bool | None = None, compile: bool = False,
                  decoding: str = "greedy", self_ensemble: bool = False):
         from r3l.errors import R3LError
@@ -60,8 +48,9 @@ class Denoiser:
             raise R3LError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         if decoding not in DECODINGS:
             raise R3LError(f"decoding {decoding!r}: expected one of {', '.join(DECODINGS)}")
-        if decoding != "greedy" and arch["name"] != "r3l":
-            raise R3LError(f"decoding {decoding!r} applies to R3L policies; this model is {arch['name']}")
+        arch = ArchSpec.coerce(arch)
+        if decoding != "greedy" and not arch.entry.policy:
+            raise R3LError(f"decoding {decoding!r} applies to R3L policies; this model is {arch.name}")
         self.arch, self.tile, self.precision = arch, tile, precision
         self.decoding, self.self_ensemble = decoding, self_ensemble
         self.device = pick_device(device) if isinstance(device, str) else device
@@ -76,11 +65,11 @@ class Denoiser:
         if compile:
             # Shapes vary between images and tiles: sizes that recur become dynamic after one recompilation.
             self.forward = torch.compile(self.forward)
-        self.channels = arch["channels"]
+        self.channels = arch.channels
         self.env = None
-        if arch["name"] == "r3l":
-            self.env = ResidualDenoiseEnv(n_actions=arch["n_actions"], action_step=arch["action_step"],
-                                          steps=arch["steps"])
+        if arch.entry.policy:
+            # Inference applies the task's transition alone (no ground truth): the residual actions of the spec.
+            self.env = ResidualDenoiseEnv(n_actions=arch.n_actions, action_step=arch.action_step, steps=arch.steps)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
@@ -96,7 +85,7 @@ class Denoiser:
                            precision: str = "fp32", compile: bool = False, **options) -> "Denoiser":
         """KAIR's DnCNN ``.pth`` (read with ``weights_only=True``)."""
         net = dncnn_from_weights(path)
-        arch = {"name": "dncnn", "channels": net.channels, "features": net.features, "depth": net.depth}
+        arch = ArchSpec("dncnn", channels=net.channels, features=net.features, depth=net.depth)
         return cls(net, arch, device, precision=precision, compile=compile, **options)
 
     @classmethod
@@ -132,7 +121,7 @@ class Denoiser:
         one pass times the number of recurrent passes. Tiles overlap by this much, so tiling changes nothing."""
         per_pass = sum(m.dilation[0] * (m.kernel_size[0] // 2) for name, m in self.net.named_modules()
                        if isinstance(m, nn.Conv2d) and not name.startswith("value."))
-        return per_pass * self.arch.get("steps", 1) if self.arch["name"] in ("r3l", "r3n") else per_pass
+        return per_pass * self.arch.steps
 
     def _run_once(self, x: torch.Tensor) -> torch.Tensor:
         if self.env is not None:

@@ -10,36 +10,25 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from r3l.algos import ALGORITHMS
+from r3l.algos.optim import Precision, learning_rate, resolve_precision, set_lr
+from r3l.config import Config, flatten, save_config
+from r3l.denoiser import Denoiser
+from r3l.errors import R3LError, warn
+from r3l.evaluation.protocol import evaluate, summarize
 from r3l.io.checkpoint import (
     Checkpoint, load_checkpoint, load_weights, optimizer_state, previous_path, restore_optimizer, save_checkpoint,
 )
-from r3l.config import Config, expand_path, flatten, save_config
 from r3l.io.data import NamedImage, check_crop, load_images, make_train_loader
-from r3l.denoiser import Denoiser, pick_device
-from r3l.tasks.denoise import make_env
-from r3l.errors import R3LError, warn
-from r3l.evaluation.protocol import evaluate, summarize
+from r3l.io.files import expand_path
 from r3l.logger import MetricLogger
-from r3l.evaluation.metrics import batch_psnr
-from r3l.models.networks import build_network, init_from_dncnn
-from r3l.algos.optim import Precision, learning_rate, resolve_precision, set_lr
-from r3l.algos.ppo import PPO, RolloutBuffer, log_prob_entropy, policy_loss, sample_actions
-from r3l.algos.supervised import Supervised
+from r3l.models.networks import init_from_dncnn
+from r3l.models.spec import build_network, model_entry, spec_from_config
+from r3l.runtime import pick_device, resolve_compile
+from r3l.tasks import make_env
 
 
 COUNTERS = ("health/skipped_steps", "health/bad_update", "health/scale_overflows")
-
-
-def resolve_compile(cfg: Config, device: torch.device) -> tuple[str, str]:
-    """``train.compile`` and ``train.compile_mode`` with ``auto`` decided: the whole R3L episode compiled with
-    CUDA graphs on CUDA, where it was measured to help; eager on the CPU and for the supervised baselines."""
-    cuda = device.type == "cuda"
-    what, mode = cfg.train.compile, cfg.train.compile_mode
-    if what == "auto":
-        what = "all" if cuda and cfg.model.name == "r3l" else "off"
-    if mode == "auto":
-        mode = "reduce-overhead" if cuda else "default"
-    return what, mode
 
 
 def compiled(fn, what: str, mode: str):
@@ -48,18 +37,6 @@ def compiled(fn, what: str, mode: str):
     if what == "off":
         return fn
     return torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)
-
-
-def architecture(cfg: Config) -> dict:
-    """What a checkpoint records to rebuild the network and its inference rule."""
-    m = cfg.model
-    if m.name == "r3l":
-        return {"name": "r3l", "channels": m.channels, "features": m.features, "n_actions": cfg.env.n_actions,
-                "action_step": cfg.env.action_step, "steps": cfg.env.steps, "head_init": m.head_init}
-    if m.name == "r3n":
-        return {"name": "r3n", "channels": m.channels, "features": m.features, "steps": cfg.env.steps,
-                "head_init": m.head_init}
-    return {"name": "dncnn", "channels": m.channels, "features": m.features, "depth": m.depth}
 
 
 #: Keys that may change when a run is resumed: they decide what is logged, saved and validated, where and how
@@ -87,14 +64,16 @@ def check_resume_config(saved: dict, current: dict, path: Path, force: bool) -> 
         warn(f"resuming with a changed {key}: {old.get(key, '(absent)')!r} -> {new.get(key, '(absent)')!r}")
 
 
-def episode_seed(seed: int, episode: int, stream: int) -> int:
-    """A 63-bit seed for one episode's random stream, independent of every other (seed, episode, stream)."""
-    return int(np.random.SeedSequence([seed, stream, episode]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+def episode_seed(seed: int, episode: int) -> int:
+    """A 63-bit seed for one episode's actions and noise, independent of every other (seed, episode).
+
+    (The 0 in the entropy keeps the seeds of earlier r3l versions, whose runs resume unchanged.)"""
+    return int(np.random.SeedSequence([seed, 0, episode]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 def build_model(cfg: Config) -> nn.Module:
     """The configured network, initialised from scratch or from KAIR's DnCNN weights."""
-    net = build_network(architecture(cfg))
+    net = build_network(spec_from_config(cfg))
     if cfg.model.init == "dncnn":
         init_from_dncnn(net, expand_path(cfg.model.dncnn_weights, "model.dncnn_weights"))
     return net
@@ -105,23 +84,14 @@ class Trainer:
     ``metrics.jsonl``, ``tensorboard/``): R3L with pixel-wise PPO, R3N and DnCNN with MSE."""
 
     def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False):
+        """Load the data, build (or resume) the network and its algorithm. Process-wide torch settings
+        (threads, determinism, cuDNN, TF32) are :func:`r3l.runtime.configure_torch`'s, which the CLI calls."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.last_path, self.best_path = self.run_dir / "last.safetensors", self.run_dir / "best.safetensors"
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        if cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True)
         self.device = pick_device(cfg.train.device)
         cuda = self.device.type == "cuda"
-        tune = cfg.train.cudnn_benchmark
-        torch.backends.cudnn.benchmark = tune == "on" or (tune == "auto" and cuda and not cfg.train.deterministic)
-        if cuda:
-            tf32 = cfg.train.tf32 != "off"
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            torch.backends.cudnn.allow_tf32 = tf32
-        self.precision = resolve_precision(self.device, cfg.train.precision)
         self.channels_last = cfg.train.channels_last == "on" or (cfg.train.channels_last == "auto" and cuda)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the network's initial weights
 
         self.train_images = load_images(cfg.data.train, cfg.model.channels, "data.train")
         check_crop(self.train_images, cfg.data.crop)
@@ -130,7 +100,7 @@ class Trainer:
             self.val_images = load_images(cfg.data.val, cfg.model.channels, "data.val", cfg.data.val_max_images)
 
         self.env = make_env(cfg.env)
-        self.arch = architecture(cfg)
+        self.arch = spec_from_config(cfg)
         self.start_episode, self.best_psnr = 0, float("-inf")
         if resume:
             path, ckpt = self._resume_checkpoint()
@@ -140,25 +110,18 @@ class Trainer:
         else:
             self.net = build_model(cfg)
         self.net.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        self.mixed = Precision(self.device, self.precision)
+        self.precision = Precision(self.device, resolve_precision(self.device, cfg.train.precision))
+        """The arithmetic of the network's passes (``self.precision.name``) and the guarded optimiser step."""
         self.compile, self.compile_mode = resolve_compile(cfg, self.device)
-        if cfg.train.compile == "auto" and self.compile != "off":
-            # Chosen for speed, not asked for: where compilation fails (no C compiler for Triton, an unsupported
-            # GPU), run eager with torch's warning rather than stop the training.
-            torch._dynamo.config.suppress_errors = True
         self.forward = compiled(self.net, self.compile, self.compile_mode)
         """The network as training calls it (compiled or not); validation and checkpoints use ``self.net``."""
-        if cfg.model.name == "r3l":
-            loss = compiled(policy_loss, "all" if self.compile == "all" else "off", self.compile_mode)
-            self.ppo = PPO(self.net, cfg.ppo, self.mixed, self.forward, loss)
-            self.optimizer, self.schedule = self.ppo.optimizer, cfg.ppo
-        else:
-            self.supervised = Supervised(self.net, cfg.supervised, self.env, self.mixed, self.forward)
-            self.optimizer, self.schedule = self.supervised.optimizer, cfg.supervised
+        algorithm = ALGORITHMS[model_entry(cfg.model.name).algorithm]
+        self.algo = algorithm(self.net, cfg, self.env, self.precision, self.forward, self.compile, self.compile_mode)
+        self.optimizer = self.algo.optimizer
         if resume:
             restore_optimizer(self.optimizer, ckpt, path)
-            if self.mixed.loss_scale is not None and "loss_scale" in ckpt.info:
-                self.mixed.loss_scale.load_state_dict(ckpt.info["loss_scale"])
+            if self.precision.loss_scale is not None and "loss_scale" in ckpt.info:
+                self.precision.loss_scale.load_state_dict(ckpt.info["loss_scale"])
             self.start_episode = ckpt.episode
             self.best_psnr = self._best_so_far(ckpt)
         try:
@@ -201,8 +164,8 @@ class Trainer:
     def _checkpoint(self, episode: int, with_optimizer: bool) -> Checkpoint:
         state, groups = optimizer_state(self.optimizer) if with_optimizer else (None, None)
         info = {"best_val_psnr": self.best_psnr}
-        if with_optimizer and self.mixed.loss_scale is not None:
-            info["loss_scale"] = self.mixed.loss_scale.state_dict()
+        if with_optimizer and self.precision.loss_scale is not None:
+            info["loss_scale"] = self.precision.loss_scale.state_dict()
         return Checkpoint(self.arch, self.net.state_dict(), self.cfg.to_dict(), episode, info, state, groups)
 
     def validate(self) -> float:
@@ -220,38 +183,13 @@ class Trainer:
         self.net.train()
         return next(iter(summarize(rows).values()))["psnr"]
 
-    def rollout(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[RolloutBuffer, torch.Tensor]:
-        """Play one episode on ``clean`` ``(B, C, H, W)``; returns the filled buffer and the PSNR gain per image."""
-        env, steps = self.env, self.env.steps
-        buf = RolloutBuffer(steps, tuple(clean.shape), self.device)
-        state = env.reset(clean, generator)
-        start_psnr = batch_psnr(state, clean)
-        all_actions = self.cfg.ppo.all_action_coef > 0
-        with torch.no_grad():
-            for t in range(steps):
-                with self.mixed.autocast():
-                    logits, value = self.forward(state)
-                actions = sample_actions(logits, generator)
-                log_prob, _ = log_prob_entropy(logits, actions)
-                action_rewards = env.action_rewards(state) if all_actions else None
-                next_state, reward, _ = env.step(actions)
-                buf.add(t, state, actions, log_prob, value, reward, action_rewards)
-                state = next_state
-        buf.compute_returns_and_advantage(self.cfg.ppo.gamma, self.cfg.ppo.gae_lambda)
-        return buf, batch_psnr(state, clean) - start_psnr
-
     def run_episode(self, episode: int, clean: torch.Tensor, generator: torch.Generator) -> dict:
-        """One rollout and PPO update (R3L) or one supervised step (R3N, DnCNN); diagnostics stay on the device."""
-        generator.manual_seed(episode_seed(self.cfg.seed, episode, 0))
-        lr = learning_rate(self.schedule, episode, self.cfg.train.episodes)
+        """One episode of the algorithm (a rollout and PPO update, or a supervised step); diagnostics stay on
+        the device."""
+        generator.manual_seed(episode_seed(self.cfg.seed, episode))
+        lr = learning_rate(self.algo.lr_config, episode, self.cfg.train.episodes)
         set_lr(self.optimizer, lr)
-        if self.cfg.model.name != "r3l":
-            stats = self.supervised.step(clean, generator)
-        else:
-            buf, gain = self.rollout(clean, generator)
-            stats = self.ppo.update(buf, generator)
-            stats["charts/episode_reward"] = buf.rewards.sum(0).mean()
-            stats["charts/psnr_gain"] = gain.mean()
+        stats = self.algo.learn(clean, generator)
         stats["charts/learning_rate"] = lr
         return stats
 

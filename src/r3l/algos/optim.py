@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
-from typing import Protocol
 
 import torch
 from torch import nn
 
-
-class ScheduleConfig(Protocol):
-    lr: float
-    lr_schedule: str
-    lr_power: float
+from r3l.config import LRSchedule
 
 
 def make_adam(net: nn.Module, lr: float, eps: float = 1e-8, weight_decay: float = 0.0) -> torch.optim.Adam:
     """Adam with its fused kernel: one launch for every parameter, its step counter on the parameters' device,
     and the skip-on-non-finite input that :func:`guarded_step` uses, so that a step never syncs."""
-    return torch.optim.Adam(net.parameters(), lr=lr, eps=eps, weight_decay=weight_decay, fused=True)
+    fused = {"fused": True} if _FUSED_ADAM else {}  # older torch releases: the guarded step's slower path
+    return torch.optim.Adam(net.parameters(), lr=lr, eps=eps, weight_decay=weight_decay, **fused)
 
 
-def learning_rate(cfg: ScheduleConfig, episode: int, episodes: int) -> float:
+_FUSED_ADAM = "fused" in inspect.signature(torch.optim.Adam).parameters and \
+    tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 4)
+"""Fused Adam runs on the CPU from torch 2.4; earlier releases that r3l admits take the unfused path."""
+
+
+def learning_rate(cfg: LRSchedule, episode: int, episodes: int) -> float:
     """The learning rate for ``episode`` (0-based) of ``episodes``; a pure function, so resuming needs no state."""
     progress = min(episode / max(episodes, 1), 1.0)
     if cfg.lr_schedule == "poly":

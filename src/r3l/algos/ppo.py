@@ -1,7 +1,9 @@
-"""Pixel-wise PPO-clip: rollout storage, GAE and the clipped update.
+"""Pixel-wise PPO-clip, all of it in this file: the rollout, GAE and the clipped update.
 
-PPO sees only tensors: states ``(T, B, C, H, W)`` and one categorical action per pixel and channel. It knows
-nothing about images or noise; the trainer wires it to an environment.
+One update of :class:`PPO` reads top to bottom: :meth:`PPO.learn` plays one episode of the task on a batch
+(:meth:`PPO.collect`: sampled actions, rewards, values into a :class:`RolloutBuffer`, then GAE) and runs K epochs
+of minibatch updates on it (:meth:`PPO.update`). PPO sees tensors only: states ``(T, B, C, H, W)`` and one
+categorical action per pixel and channel; what the actions do is the task's business.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r3l.config import PPOConfig
 from r3l.algos.optim import Precision, make_adam
+from r3l.config import Config, PPOConfig
+from r3l.evaluation.metrics import batch_psnr
+from r3l.tasks.base import BatchImageEnv
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -84,9 +88,9 @@ class RolloutBuffer:
         self.values[t] = value
         self.rewards[t] = reward
 
-    def compute_returns_and_advantage(self, gamma: float, lam: float, last_value: torch.Tensor | None = None) -> None:
-        if last_value is None:
-            last_value = torch.zeros_like(self.values[0])
+    def compute_returns_and_advantage(self, gamma: float, lam: float) -> None:
+        """GAE over the episode, which ends after its last step (so the value after it is zero)."""
+        last_value = torch.zeros_like(self.values[0])
         self.advantages, self.returns = compute_gae(self.rewards, self.values, last_value, gamma, lam)
 
 
@@ -146,23 +150,23 @@ def ppo_loss(
     log_ratio = new_log_prob - old_log_prob
     ratio = log_ratio.exp()
     surrogate = torch.min(ratio * advantages, ratio.clamp(1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps) * advantages)
-    policy_loss = -surrogate.mean()
+    surrogate_loss = -surrogate.mean()
     if cfg.value_loss == "mse":
         value_loss = 0.5 * F.mse_loss(new_value, returns)
     else:
         value_loss = F.smooth_l1_loss(new_value, returns)
     entropy_mean = entropy.mean()
-    total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
+    total = surrogate_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
     expected_mean = torch.zeros_like(entropy_mean) if expected is None else expected.mean()
     if expected is not None:
         total = total - cfg.all_action_coef * expected_mean
     with torch.no_grad():
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
         clipfrac = ((ratio - 1.0).abs() > cfg.clip_eps).float().mean()
-    return LossParts(total, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac, expected_mean.detach())
+    return LossParts(total, surrogate_loss, value_loss, entropy_mean, approx_kl, clipfrac, expected_mean.detach())
 
 
-def policy_loss(
+def ppo_objective(
     logits: torch.Tensor,
     values: torch.Tensor,
     actions: torch.Tensor,
@@ -182,20 +186,57 @@ def policy_loss(
 
 
 class PPO:
-    """Owns the optimiser and the update; the network maps states to ``(logits, values)``.
+    """Pixel-wise PPO on a task: owns the optimiser, the rollout and the update.
 
-    ``forward`` is what the update calls instead of ``net`` (a compiled version of it, say); ``loss`` likewise
-    replaces :func:`policy_loss` (compiled together with it when the whole update is compiled).
+    The network maps states to ``(logits, values)``. ``forward`` is what the rollout and the update call instead
+    of ``net`` (a compiled version of it, say); ``compile == "all"`` compiles the loss too (with ``mode``).
     """
 
-    def __init__(
-        self, net: nn.Module, cfg: PPOConfig, precision: Precision | None = None, forward=None, loss=None
-    ):
-        self.net, self.cfg = net, cfg
-        self.optimizer = make_adam(net, cfg.lr, cfg.adam_eps, cfg.weight_decay)
+    compiles_whole_update = True
+    """The rollout and update have static shapes, so ``train.compile: auto`` compiles all of it on CUDA."""
+
+    def __init__(self, net: nn.Module, cfg: Config, env: BatchImageEnv, precision: Precision | None = None,
+                 forward=None, compile: str = "off", mode: str = "default"):
+        self.net, self.cfg, self.env = net, cfg.ppo, env
+        self.lr_config = cfg.ppo
+        """The learning-rate schedule's fields (``lr``, ``lr_schedule``, ``lr_power``)."""
+        self.optimizer = make_adam(net, cfg.ppo.lr, cfg.ppo.adam_eps, cfg.ppo.weight_decay)
         self.precision = precision or Precision(next(net.parameters()).device, "fp32")
         self.forward = net if forward is None else forward
-        self.loss = policy_loss if loss is None else loss
+        self.loss = ppo_objective
+        if compile == "all":
+            self.loss = torch.compile(ppo_objective, mode=None if mode == "default" else mode, dynamic=False)
+
+    def learn(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """One episode on ``clean`` ``(B, C, H, W)`` and the update on it; device-side diagnostics."""
+        buf, gain = self.collect(clean, generator)
+        stats = self.update(buf, generator)
+        stats["charts/episode_reward"] = buf.rewards.sum(0).mean()
+        stats["charts/psnr_gain"] = gain.mean()
+        return stats
+
+    def collect(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[RolloutBuffer, torch.Tensor]:
+        """Play one episode on ``clean``; returns the filled buffer (with GAE) and the PSNR gain per image."""
+        env, cfg = self.env, self.cfg
+        device = clean.device
+        buf = RolloutBuffer(env.steps, tuple(clean.shape), device)
+        episode = env.reset(clean, generator)
+        start_psnr = batch_psnr(episode.state, clean)
+        all_actions = cfg.all_action_coef > 0
+        with torch.no_grad():
+            for t in range(env.steps):
+                state = episode.state
+                with self.precision.autocast():
+                    logits, value = self.forward(state)
+                actions = sample_actions(logits, generator)
+                log_prob, _ = log_prob_entropy(logits, actions)
+                action_rewards = env.action_rewards(state, clean) if all_actions else None
+                _, reward, done = env.step(episode, actions)
+                buf.add(t, state, actions, log_prob, value, reward, action_rewards)
+                if done:
+                    break
+        buf.compute_returns_and_advantage(cfg.gamma, cfg.gae_lambda)
+        return buf, batch_psnr(episode.state, clean) - start_psnr
 
     def update(self, buf: RolloutBuffer, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """K epochs over minibatches of whole images; returns device-side diagnostics (no host sync)."""

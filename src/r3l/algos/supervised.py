@@ -6,27 +6,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r3l.config import SupervisedConfig
-from r3l.tasks.denoise import ResidualDenoiseEnv
-from r3l.evaluation.metrics import batch_psnr
 from r3l.algos.optim import Precision, make_adam
+from r3l.config import Config
+from r3l.evaluation.metrics import batch_psnr
+from r3l.tasks.base import BatchImageEnv
 
 
 class Supervised:
-    """One Adam step per batch on ``MSE(net(noisy), clean)``; the noise comes from the same environment as R3L's."""
+    """One Adam step per batch on ``MSE(net(start), clean)``, where ``start`` is the task's first state (for
+    denoising, the noisy image drawn exactly as R3L's episodes draw it)."""
 
-    def __init__(
-        self, net: nn.Module, cfg: SupervisedConfig, env: ResidualDenoiseEnv, precision: Precision | None = None,
-        forward=None,
-    ):
-        self.net, self.cfg, self.env = net, cfg, env
-        self.optimizer = make_adam(net, cfg.lr, weight_decay=cfg.weight_decay)
+    compiles_whole_update = False
+    """``train.compile: auto`` leaves it eager (only the network can be compiled, on request)."""
+
+    def __init__(self, net: nn.Module, cfg: Config, env: BatchImageEnv, precision: Precision | None = None,
+                 forward=None, compile: str = "off", mode: str = "default"):
+        self.net, self.cfg, self.env = net, cfg.supervised, env
+        self.lr_config = cfg.supervised
+        """The learning-rate schedule's fields (``lr``, ``lr_schedule``, ``lr_power``)."""
+        self.optimizer = make_adam(net, cfg.supervised.lr, weight_decay=cfg.supervised.weight_decay)
         self.precision = precision or Precision(next(net.parameters()).device, "fp32")
         self.forward = net if forward is None else forward
 
-    def step(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def learn(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Train on one batch ``(B, C, H, W)``; returns device-side diagnostics."""
-        noisy = self.env.add_noise(clean, generator)
+        noisy = self.env.start(clean, generator)
         with self.precision.autocast():
             estimate = self.forward(noisy).float()
         loss = F.mse_loss(estimate, clean)

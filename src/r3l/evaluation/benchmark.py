@@ -8,29 +8,29 @@ cached on disk by the hash of their noisy input and σ, so reruns are instant.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 import yaml
 
-from r3l.config import expand_path
-from r3l.io.data import NamedImage, load_images, noisy_version
+from r3l.config import build_dataclass, check_rules, field_rules, non_negative
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.evaluation.protocol import evaluate, write_csv
-from r3l.io.files import write_json
 from r3l.evaluation.figures import grid, label
-from r3l.io.files import atomic_write_bytes, to_json
-from r3l.io.images import write_image
 from r3l.evaluation.metrics import to_uint8
+from r3l.evaluation.protocol import evaluate, write_csv
+from r3l.io.data import NamedImage, load_images, noisy_version
+from r3l.io.files import atomic_write_bytes, expand_path, to_json, write_json
+from r3l.io.images import write_image
 
 #: Published BSD68 PSNR (dB), R3L paper Tables 3 and 4: σ_train → method → σ_test → PSNR.
 PUBLISHED: dict[int, dict[str, dict[int, float]]] = {
@@ -64,23 +64,19 @@ class MethodSpec:
 
 @dataclass
 class BenchmarkConfig:
-    name: str
     data: str
-    sigma_train: float
-    sigmas: list[float]
-    methods: list[MethodSpec]
-    seed: int = 0
-    max_images: int = 0
+    sigma_train: float = non_negative(25.0)
+    sigmas: list[float] = field(default_factory=list, metadata={"bound": "non_negative"})
+    methods: list[MethodSpec] = field(default_factory=list)
+    name: str = ""
+    seed: int = non_negative(0)
+    max_images: int = non_negative(0)
     example_image: str = ""
-    bm3d_workers: int = 0
+    bm3d_workers: int = non_negative(0)
     device: str = "auto"
-    published: str = "auto"
+    published: Literal["auto", "BSD68", "none"] = "auto"
     """Print the paper's BSD68 numbers beside ours: ``auto`` (when the data folder is named BSD68), ``BSD68``
     or ``none``."""
-
-
-TOP_KEYS = {"name", "data", "sigma_train", "sigmas", "methods", "seed", "max_images", "example_image",
-            "bm3d_workers", "device", "published"}
 
 
 def _number(value: Any, key: str, minimum: float = 0.0) -> float:
@@ -89,8 +85,31 @@ def _number(value: Any, key: str, minimum: float = 0.0) -> float:
     return float(value)
 
 
+def _methods(entries: Any) -> list[MethodSpec]:
+    if not isinstance(entries, list) or not entries:
+        raise R3LError("benchmark key methods: expected a non-empty list")
+    methods = []
+    for i, entry in enumerate(entries):
+        where = f"methods[{i}]"
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise R3LError(f"benchmark key {where}: expected a mapping with a name")
+        kinds = [k for k in METHOD_KINDS if k in entry]
+        extra = sorted(set(entry) - set(METHOD_KINDS) - {"name", "published"})
+        if extra:
+            raise R3LError(f"unknown benchmark key {where}.{extra[0]}")
+        if len(kinds) != 1:
+            raise R3LError(f"benchmark key {where}: give exactly one of {', '.join(METHOD_KINDS)}")
+        methods.append(MethodSpec(str(entry["name"]), kinds[0], entry[kinds[0]],
+                                  str(entry.get("published", entry["name"]))))
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise R3LError("benchmark key methods: method names must be unique")
+    return methods
+
+
 def load_benchmark_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BenchmarkConfig:
-    """Read and check a benchmark YAML file; errors name the file and the key."""
+    """Read and check a benchmark YAML file with the training configs' validator; errors name the file and
+    the key."""
     path = Path(path)
     if not path.is_file():
         raise R3LError(f"{path}: benchmark config not found")
@@ -102,45 +121,20 @@ def load_benchmark_config(path: str | Path, overrides: dict[str, Any] | None = N
         raise R3LError(f"{path}: expected a mapping of benchmark keys")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        unknown = sorted(set(raw) - TOP_KEYS)
-        if unknown:
-            raise R3LError(f"unknown benchmark key {unknown[0]} (known: {', '.join(sorted(TOP_KEYS))})")
         for key in ("data", "sigma_train", "sigmas", "methods"):
             if key not in raw:
                 raise R3LError(f"benchmark key {key}: required")
-        sigmas = raw["sigmas"]
-        if not isinstance(sigmas, list) or not sigmas:
-            raise R3LError(f"benchmark key sigmas: expected a non-empty list of noise levels, got {sigmas!r}")
-        methods = []
-        if not isinstance(raw["methods"], list) or not raw["methods"]:
-            raise R3LError("benchmark key methods: expected a non-empty list")
-        for i, entry in enumerate(raw["methods"]):
-            where = f"methods[{i}]"
-            if not isinstance(entry, dict) or "name" not in entry:
-                raise R3LError(f"benchmark key {where}: expected a mapping with a name")
-            kinds = [k for k in METHOD_KINDS if k in entry]
-            extra = sorted(set(entry) - set(METHOD_KINDS) - {"name", "published"})
-            if extra:
-                raise R3LError(f"unknown benchmark key {where}.{extra[0]}")
-            if len(kinds) != 1:
-                raise R3LError(f"benchmark key {where}: give exactly one of {', '.join(METHOD_KINDS)}")
-            methods.append(MethodSpec(str(entry["name"]), kinds[0], entry[kinds[0]],
-                                      str(entry.get("published", entry["name"]))))
-        if str(raw.get("published", "auto")) not in ("auto", "BSD68", "none"):
-            raise R3LError(f"benchmark key published: expected auto, BSD68 or none, got {raw['published']!r}")
-        names = [m.name for m in methods]
-        if len(set(names)) != len(names):
-            raise R3LError("benchmark key methods: method names must be unique")
-        return BenchmarkConfig(
-            name=str(raw.get("name", path.stem)), data=str(raw["data"]),
-            sigma_train=_number(raw["sigma_train"], "sigma_train"),
-            sigmas=[_number(s, "sigmas") for s in sigmas], methods=methods,
-            seed=int(_number(raw.get("seed", 0), "seed")), max_images=int(_number(raw.get("max_images", 0), "max_images")),
-            example_image=str(raw.get("example_image") or ""),
-            bm3d_workers=int(_number(raw.get("bm3d_workers", 0), "bm3d_workers")),
-            device=str(raw.get("device", "auto")),
-            published=str(raw.get("published", "auto")),
-        )
+        if not isinstance(raw["sigmas"], list) or not raw["sigmas"]:
+            raise R3LError(f"benchmark key sigmas: expected a non-empty list of noise levels, got {raw['sigmas']!r}")
+        raw = {**raw, "methods": _methods(raw["methods"])}
+        raw.setdefault("name", path.stem)
+        for key in ("name", "data", "example_image", "device"):
+            if key in raw and raw[key] is not None and not isinstance(raw[key], str):
+                raw[key] = str(raw[key])
+        cfg = build_dataclass(BenchmarkConfig, raw, label="benchmark key", skip=("methods",))
+        choices, bounds = field_rules(BenchmarkConfig)
+        check_rules(dataclasses.asdict(cfg), choices, bounds, label="benchmark key")
+        return cfg
     except R3LError as exc:
         raise R3LError(f"{path}: {exc}") from None
 
@@ -221,14 +215,12 @@ def build_method(spec: MethodSpec, cfg: BenchmarkConfig, cache_dir: Path) -> tup
         return BM3DMethod(sigma, cache_dir / "bm3d", cfg.bm3d_workers), f"bm3d:{sigma:g}:{seed_key}"
     if spec.kind == "noisy":
         return (lambda batch: batch.clamp(0.0, 1.0)), f"noisy:{seed_key}"
-    from r3l.models.networks import build_network
+    from r3l.models.spec import PAPER_SPECS, build_network
 
     kind = str(spec.value)
-    arch = {"r3l": {"name": "r3l", "channels": 1, "features": 64, "n_actions": 27, "action_step": 1.0, "steps": 6},
-            "r3n": {"name": "r3n", "channels": 1, "features": 64, "steps": 6},
-            "dncnn": {"name": "dncnn", "channels": 1, "features": 64, "depth": 17}}.get(kind)
+    arch = PAPER_SPECS.get(kind)
     if arch is None:
-        raise R3LError(f"benchmark method {spec.name}: untrained takes r3l, r3n or dncnn, got {kind!r}")
+        raise R3LError(f"benchmark method {spec.name}: untrained takes {', '.join(PAPER_SPECS)}, got {kind!r}")
     torch.manual_seed(cfg.seed)
     return Denoiser(build_network(arch), arch, cfg.device), f"untrained:{kind}:{seed_key}"
 

@@ -30,7 +30,7 @@ def explain(denoiser: Denoiser, image: np.ndarray, out_dir: Path) -> list[Path]:
     (the noisy input, then the estimate after each step, with a step bar below) for one float ``(H, W, C)``
     image in [0, 1]."""
     if denoiser.env is None:
-        raise R3LError(f"--explain needs an R3L checkpoint; this one holds {denoiser.arch['name']}")
+        raise R3LError(f"--explain needs an R3L checkpoint; this one holds {denoiser.arch.name}")
     gray = denoiser.channels == 1
     if gray and image.shape[2] != 1:
         image = to_channels((image * 65535).round().astype(np.uint16), 1).astype(np.float32) / 65535

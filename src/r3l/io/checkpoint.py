@@ -20,6 +20,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from r3l.errors import R3LError
+from r3l.models.spec import ArchSpec
 from r3l.io.files import atomic_write_bytes, to_json
 
 FORMAT = "r3l-checkpoint"
@@ -30,7 +31,7 @@ with every header field validated)."""
 
 @dataclass
 class Checkpoint:
-    arch: dict[str, Any]
+    arch: ArchSpec
     model: dict[str, torch.Tensor]
     config: dict[str, Any] = field(default_factory=dict)
     episode: int = 0
@@ -57,13 +58,6 @@ def _header_digest(tensor_digest: str, meta: dict[str, Any]) -> str:
     return hashlib.sha256((tensor_digest + to_json(fields)).encode()).hexdigest()
 
 
-ARCH_NAMES = ("r3l", "r3n", "dncnn")
-_ARCH_INTS = {"channels": (1, 3), "features": (1, 4096), "n_actions": (1, 1023), "steps": (1, 1000),
-              "depth": (2, 1000)}
-_ARCH_KEYS = {"r3l": ("channels", "features", "n_actions", "action_step", "steps"),
-              "r3n": ("channels", "features", "steps"), "dncnn": ("channels", "features", "depth")}
-
-
 def validate_header(meta: dict[str, Any], path: Path) -> None:
     """Every header field of the right type and range, or a clear error naming the field."""
     def bad(key: str, expected: str) -> R3LError:
@@ -75,24 +69,7 @@ def validate_header(meta: dict[str, Any], path: Path) -> None:
             node = node.get(part) if isinstance(node, dict) else None
         return node
 
-    arch = meta.get("arch")
-    if not isinstance(arch, dict) or arch.get("name") not in ARCH_NAMES:
-        raise bad("arch.name", f"one of {', '.join(ARCH_NAMES)}")
-    for key in _ARCH_KEYS[arch["name"]]:
-        value = arch.get(key)
-        if key == "action_step":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 256:
-                raise bad("arch.action_step", "a number in (0, 256)")
-            continue
-        low, high = _ARCH_INTS[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise bad(f"arch.{key}", "1 or 3" if key == "channels" else f"a whole number in [{low}, {high}]")
-        if key == "channels" and value not in (1, 3):
-            raise bad("arch.channels", "1 or 3")
-        if key == "n_actions" and value % 2 == 0:
-            raise bad("arch.n_actions", "an odd whole number (actions symmetric around 'no change')")
-    if "head_init" in arch and not isinstance(arch["head_init"], str):
-        raise bad("arch.head_init", "a string")
+    meta["arch"] = ArchSpec.coerce(meta.get("arch"), f"{path}: checkpoint header field arch")
     episode = meta.get("episode", 0)
     if isinstance(episode, bool) or not isinstance(episode, int) or episode < 0:
         raise bad("episode", "a non-negative whole number")
@@ -122,7 +99,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, keep_previous: bool = Fa
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "arch": ckpt.arch,
+        "arch": ArchSpec.coerce(ckpt.arch).to_dict(),
         "config": ckpt.config,
         "episode": ckpt.episode,
         "info": ckpt.info,
@@ -184,21 +161,16 @@ def load_checkpoint(path: str | Path, with_training_state: bool = False) -> Chec
     return ckpt
 
 
-def describe_arch(arch: dict[str, Any]) -> str:
-    keys = ("name", "channels", "features", "n_actions", "steps", "depth")
-    return ", ".join(f"{k}={arch[k]}" for k in keys if k in arch)
-
-
-def load_weights(net: torch.nn.Module, ckpt: Checkpoint, expected_arch: dict[str, Any], path: str | Path) -> None:
+def load_weights(net: torch.nn.Module, ckpt: Checkpoint, expected: ArchSpec | dict[str, Any],
+                 path: str | Path) -> None:
     """Load ``ckpt``'s weights into ``net``, or explain what the file holds and what was expected."""
+    expected = ArchSpec.coerce(expected)
     relevant = ("name", "channels", "features", "n_actions", "depth")
-    if any(ckpt.arch.get(k) != expected_arch.get(k) for k in relevant):
-        raise R3LError(
-            f"{path}: checkpoint holds {describe_arch(ckpt.arch)}; expected {describe_arch(expected_arch)}"
-        )
+    if any(getattr(ckpt.arch, k) != getattr(expected, k) for k in relevant):
+        raise R3LError(f"{path}: checkpoint holds {ckpt.arch.describe()}; expected {expected.describe()}")
     own = net.state_dict()
     if set(own) != set(ckpt.model) or any(own[k].shape != ckpt.model[k].shape for k in own):
-        raise R3LError(f"{path}: checkpoint weights do not fit {describe_arch(expected_arch)}")
+        raise R3LError(f"{path}: checkpoint weights do not fit {expected.describe()}")
     net.load_state_dict(ckpt.model)
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from r3l.config import DataConfig, expand_path
+from r3l.config import DataConfig
+from r3l.io.files import expand_path
 from r3l.errors import R3LError
 from r3l.io.images import list_images, read_native, to_channels, to_float
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,12 @@ def to_json(value: Any, indent: int | None = None) -> str:
 def write_json(data: Any, path: str | Path) -> None:
     """Write ``data`` as indented strict JSON, atomically."""
     atomic_write_bytes(path, (to_json(data, indent=2) + "\n").encode())
+
+
+def expand_path(value: str, key: str) -> Path:
+    """Expand ``${R3L_DATA}``-style variables in a config path; a clear error names an unset variable."""
+    for var in re.findall(r"\$\{(\w+)\}|\$(\w+)", value):
+        name = var[0] or var[1]
+        if name not in os.environ:
+            raise R3LError(f"config key {key}: {value!r} uses ${{{name}}}, which is not set (export {name}=...)")
+    return Path(os.path.expanduser(os.path.expandvars(value)))

@@ -252,15 +252,3 @@ def init_from_dncnn(net: nn.Module, path: str | Path) -> None:
                         f"(model.features must be {src.shape[0]})"
                     )
                 dst.copy_(src)
-
-
-def build_network(arch: dict) -> nn.Module:
-    """Build an untrained network from an architecture description (as stored in checkpoints)."""
-    kind = arch.get("name")
-    if kind == "r3l":
-        return ActorCritic(arch["channels"], arch["n_actions"], arch["features"], arch.get("head_init", "kaiming"))
-    if kind == "r3n":
-        return R3N(arch["channels"], arch["features"], arch["steps"], arch.get("head_init", "kaiming"))
-    if kind == "dncnn":
-        return DnCNN(arch["channels"], arch["features"], arch.get("depth", 17))
-    raise R3LError(f"unknown network {kind!r}, expected r3l, r3n or dncnn")

@@ -142,7 +142,7 @@ def pack_model(checkpoint: str | Path, name: str, description: str, data_root: s
     save_checkpoint(weights, Checkpoint(ckpt.arch, ckpt.model, config, ckpt.episode, {}))
     check_sigma = float(sigma if sigma is not None else (env_sigma if not isinstance(env_sigma, list)
                                                         else sum(env_sigma) / 2))
-    card = ModelCard(name, description, ckpt.arch, env_sigma, SubsetCheck(data, list(images), check_sigma,
+    card = ModelCard(name, description, ckpt.arch.to_dict(), env_sigma, SubsetCheck(data, list(images), check_sigma,
                                                                            seed, 0.0),
                      ckpt.episode, {"config": config, **(training or {})}, dict(bsd68_psnr or {}), weights)
     card.check.psnr = round(subset_psnr(card, data_root), 4)

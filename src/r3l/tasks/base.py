@@ -3,37 +3,58 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
+
+
+@dataclass
+class Episode:
+    """One episode on a batch: the ground truth ``target`` it is scored against, the current ``state`` and the
+    number of steps taken ``t``. :meth:`BatchImageEnv.step` advances it; nothing else holds episode state."""
+
+    target: torch.Tensor
+    state: torch.Tensor
+    t: int = 0
 
 
 class BatchImageEnv(ABC):
     """A batch of images edited by per-pixel agents.
 
     All tensors live on one device and have shape ``(B, C, H, W)``; an action is one integer per pixel and
-    channel in ``[0, n_actions)``. An episode is ``steps`` calls of :meth:`step` after :meth:`reset`.
-    The environment knows nothing of the learning algorithm.
+    channel in ``[0, n_actions)``. An episode is ``steps`` calls of :meth:`step` after :meth:`reset`. The
+    environment knows nothing of the learning algorithm, and the ground truth reaches it as an argument only.
+
+    A task implements :meth:`start`, :meth:`transition` and :meth:`reward`, and is named in a config by its
+    registry name or a dotted path (``env.name: mypackage.tasks:MyTask``, see :mod:`r3l.tasks`).
     """
 
     n_actions: int
     steps: int
 
+    @classmethod
+    def from_config(cls, cfg) -> "BatchImageEnv":
+        """The task for an ``env`` config section; by default ``cls(n_actions=..., steps=...)``."""
+        return cls(n_actions=cfg.n_actions, steps=cfg.steps)
+
     @abstractmethod
-    def reset(self, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Start an episode on a batch of ground-truth images ``(B, C, H, W)``; return the first state."""
+    def start(self, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The first state of an episode on ground-truth images ``target`` (denoising: the noisy image).
+
+        Supervised baselines learn to map this state to ``target`` directly."""
 
     @abstractmethod
     def transition(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """The next state for ``actions`` ``(B, C, H, W)`` (int64), without touching the episode.
+        """The next state for ``actions`` ``(B, C, H, W)`` (int64).
 
         Greedy inference applies this alone, so it must not depend on the ground truth.
         """
 
     @abstractmethod
-    def reward(self, state: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
-        """Per-pixel reward ``(B, C, H, W)`` for moving from ``state`` to ``next_state``."""
+    def reward(self, state: torch.Tensor, next_state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-pixel reward ``(B, C, H, W)`` for moving from ``state`` to ``next_state`` towards ``target``."""
 
-    def action_rewards(self, state: torch.Tensor) -> torch.Tensor | None:
+    def action_rewards(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
         """The reward every action would earn at every pixel from ``state``: ``(B, C, A, H, W)``, or ``None``.
 
         A task whose reward is a cheap closed form of the state (denoising: the drop in squared error against
@@ -42,15 +63,16 @@ class BatchImageEnv(ABC):
         """
         return None
 
-    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """Apply ``actions``; return ``(next state, per-pixel reward, done)``."""
-        if self.t >= self.steps:
-            raise RuntimeError("step() after the episode ended; call reset() first")
-        next_state = self.transition(self.state, actions)
-        reward = self.reward(self.state, next_state)
-        self.state = next_state
-        self.t += 1
-        return next_state, reward, self.t >= self.steps
+    def reset(self, target: torch.Tensor, generator: torch.Generator | None = None) -> Episode:
+        """Start an episode on ``target``."""
+        return Episode(target, self.start(target, generator))
 
-    state: torch.Tensor
-    t: int = 0
+    def step(self, episode: Episode, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Apply ``actions`` to ``episode``; return ``(next state, per-pixel reward, done)``."""
+        if episode.t >= self.steps:
+            raise RuntimeError("step() after the episode ended; call reset() first")
+        next_state = self.transition(episode.state, actions)
+        reward = self.reward(episode.state, next_state, episode.target)
+        episode.state = next_state
+        episode.t += 1
+        return next_state, reward, episode.t >= self.steps

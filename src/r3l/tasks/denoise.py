@@ -47,39 +47,28 @@ class ResidualDenoiseEnv(BatchImageEnv):
             return low + (high - low) * u
         return torch.full((batch, 1, 1, 1), float(self.sigma), device=device)
 
-    def add_noise(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        sigma = self.sigmas(clean.shape[0], clean.device, generator)
-        noise = torch.randn(clean.shape, device=clean.device, dtype=clean.dtype, generator=generator)
-        noisy = clean + noise * (sigma / 255.0)
+    def start(self, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The noisy image: ``target`` plus Gaussian noise of the episode's σ (unclipped unless ``clip_noisy``)."""
+        sigma = self.sigmas(target.shape[0], target.device, generator)
+        noise = torch.randn(target.shape, device=target.device, dtype=target.dtype, generator=generator)
+        noisy = target + noise * (sigma / 255.0)
         return noisy.clamp(0.0, 1.0) if self.clip_noisy else noisy
-
-    def reset(
-        self,
-        target: torch.Tensor,
-        generator: torch.Generator | None = None,
-        noisy: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Start from ``noisy`` if given (evaluation uses fixed noise), else draw Gaussian noise."""
-        self.clean = target
-        self.state = self.add_noise(target, generator) if noisy is None else noisy
-        self.t = 0
-        return self.state
 
     def transition(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return state + self.residual(actions, state.dtype)
 
-    def action_rewards(self, state: torch.Tensor) -> torch.Tensor:
+    def action_rewards(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``255 · [e² − (e + d_a)²] = −255 · d_a · (2e + d_a)`` for every residual ``d_a``, with ``e = I_t − x``;
         ``(B, C, A, H, W)``."""
         deltas = self.residual(torch.arange(self.n_actions, device=state.device), torch.float32)
-        error = (state.float() - self.clean.float()).unsqueeze(2)
+        error = (state.float() - target.float()).unsqueeze(2)
         deltas = deltas.view(1, 1, -1, 1, 1)
         return -255.0 * deltas * (2.0 * error + deltas)
 
-    def reward(self, state: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
-        return 255.0 * ((state - self.clean).square() - (next_state - self.clean).square())
+    def reward(self, state: torch.Tensor, next_state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 255.0 * ((state - target).square() - (next_state - target).square())
 
-
-def make_env(cfg: EnvConfig) -> ResidualDenoiseEnv:
-    sigma = tuple(cfg.sigma) if isinstance(cfg.sigma, list) else cfg.sigma
-    return ResidualDenoiseEnv(sigma, cfg.n_actions, cfg.action_step, cfg.steps, cfg.clip_noisy)
+    @classmethod
+    def from_config(cls, cfg: EnvConfig) -> "ResidualDenoiseEnv":
+        sigma = tuple(cfg.sigma) if isinstance(cfg.sigma, list) else cfg.sigma
+        return cls(sigma, cfg.n_actions, cfg.action_step, cfg.steps, cfg.clip_noisy)

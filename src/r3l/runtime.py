@@ -1,0 +1,68 @@
+"""Where r3l runs: the device, and the process-wide torch settings a training run asks for.
+
+:func:`configure_torch` is the one place that changes torch's global state (threads, deterministic algorithms,
+cuDNN autotuning, TF32, dynamo's error handling). The command line calls it before training; a program that
+drives :class:`r3l.trainer.Trainer` itself calls it too, or keeps its own settings.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from r3l.errors import R3LError
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA if available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a clear error otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise R3LError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise R3LError(f"device {name!r}: CUDA is not available on this machine")
+    return device
+
+
+def resolve_compile(cfg, device: torch.device) -> tuple[str, str]:
+    """``train.compile`` and ``train.compile_mode`` with ``auto`` decided: the whole update compiled with CUDA
+    graphs on CUDA for an algorithm whose shapes are static (PPO's episode, where it was measured to help);
+    eager on the CPU and for the supervised baselines."""
+    from r3l.algos import ALGORITHMS
+    from r3l.models.spec import model_entry
+
+    cuda = device.type == "cuda"
+    what, mode = cfg.train.compile, cfg.train.compile_mode
+    if what == "auto":
+        whole = ALGORITHMS[model_entry(cfg.model.name).algorithm].compiles_whole_update
+        what = "all" if cuda and whole else "off"
+    if mode == "auto":
+        mode = "reduce-overhead" if cuda else "default"
+    return what, mode
+
+
+def configure_torch(cfg) -> torch.device:
+    """Apply a training config's process-wide torch settings and return its device.
+
+    ``train.threads`` (intra-op threads), ``train.deterministic`` (deterministic algorithms), cuDNN autotuning
+    (``train.cudnn_benchmark``), TF32 matmuls and convolutions on CUDA (``train.tf32``), and, when ``auto``
+    chose compilation, dynamo falling back to eager where compilation fails (no C compiler for Triton, an
+    unsupported GPU) rather than stopping the training.
+    """
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True)
+    device = pick_device(tc.device)
+    cuda = device.type == "cuda"
+    tune = tc.cudnn_benchmark
+    torch.backends.cudnn.benchmark = tune == "on" or (tune == "auto" and cuda and not tc.deterministic)
+    if cuda:
+        tf32 = tc.tf32 != "off"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    if tc.compile == "auto" and resolve_compile(cfg, device)[0] != "off":
+        torch._dynamo.config.suppress_errors = True
+    return device

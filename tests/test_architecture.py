@@ -1,0 +1,133 @@
+"""The seams a new task, model or algorithm plugs into: the task and model registries, the typed architecture
+spec, and the one validator of training and benchmark configs."""
+
+import dataclasses
+import sys
+import textwrap
+
+import pytest
+import torch
+import yaml
+
+from conftest import smooth_image
+from r3l.config import load_config
+from r3l.errors import R3LError
+from r3l.evaluation.benchmark import load_benchmark_config
+from r3l.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from r3l.io.images import write_image
+from r3l.models.spec import MODELS, ArchSpec, build_network
+from r3l.trainer import Trainer
+
+TOY_TASK = '''
+"""A toy task outside r3l: each pixel agent moves its value one step down, not at all, or up, towards a target
+that is the image itself, starting from a constant grey image."""
+import torch
+from r3l.tasks import BatchImageEnv
+
+
+class ToyBrightness(BatchImageEnv):
+    def __init__(self, n_actions=3, steps=4):
+        self.n_actions, self.steps = n_actions, steps
+
+    def start(self, target, generator=None):
+        return torch.full_like(target, 0.5)
+
+    def transition(self, state, actions):
+        return state + (actions.to(state.dtype) - 1) * 0.05
+
+    def reward(self, state, next_state, target):
+        return (state - target).abs() - (next_state - target).abs()
+'''
+
+
+def test_a_task_from_a_dotted_path_trains_without_touching_r3l(tmp_path, monkeypatch):
+    (tmp_path / "toytasks.py").write_text(textwrap.dedent(TOY_TASK))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rng = __import__("numpy").random.default_rng(0)
+    for i in range(2):
+        write_image(tmp_path / "train" / f"{i}.png", smooth_image(rng, 24, 24))
+    config = {
+        "name": "toy",
+        "env": {"name": "toytasks:ToyBrightness", "n_actions": 3, "steps": 4},
+        "model": {"init": "scratch", "features": 8, "head_init": "small"},
+        "data": {"train": str(tmp_path / "train"), "val": "", "batch_size": 4, "crop": 16, "workers": 0},
+        "ppo": {"epochs": 1, "minibatches": 2, "lr": 1e-3},
+        "train": {"episodes": 3, "log_every": 1, "device": "cpu", "progress": False, "tensorboard": False},
+    }
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(config))
+    trainer = Trainer(load_config(tmp_path / "toy.yaml"), tmp_path / "run")
+    assert type(trainer.env).__name__ == "ToyBrightness" and trainer.env.n_actions == 3
+    last = trainer.train()
+    assert trainer.episodes_done == 3 and "charts/episode_reward" in last
+    assert load_checkpoint(tmp_path / "run" / "last.safetensors").episode == 3
+    sys.modules.pop("toytasks", None)
+
+
+def test_unknown_tasks_are_refused_clearly(tmp_path):
+    (tmp_path / "c.yaml").write_text("env: {name: denoise}\n")
+    with pytest.raises(R3LError, match="env.name: 'denoise' is not one of residual_denoise"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text("env: {name: 'nosuchmodule:Task'}\n" + "data: {train: skimage, val: ''}\n"
+                                     "train: {device: cpu}\nmodel: {init: scratch}\n")
+    with pytest.raises(R3LError, match="env.name: cannot import 'nosuchmodule:Task'"):
+        Trainer(load_config(tmp_path / "c.yaml"), tmp_path / "run")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_builds_from_its_spec_and_round_trips_through_a_checkpoint(name, tmp_path):
+    spec = ArchSpec(name, channels=1, features=8, n_actions=5, action_step=2.0, steps=2, depth=3, head_init="small")
+    spec = ArchSpec.coerce(spec.to_dict())  # only the fields the model reads are kept
+    net = build_network(spec)
+    assert sum(p.numel() for p in net.parameters()) > 0
+    save_checkpoint(tmp_path / "m.safetensors", Checkpoint(spec, net.state_dict()))
+    back = load_checkpoint(tmp_path / "m.safetensors")
+    assert back.arch == spec and back.arch.to_dict() == spec.to_dict()
+    rebuilt = build_network(back.arch)
+    rebuilt.load_state_dict(back.model)
+    x = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        a, b = net(x), rebuilt(x)
+    for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("ppo: {gamma: 1.5}", "config key ppo.gamma: must lie in [0, 1], got 1.5"),
+    ("data: {crop: 0}", "config key data.crop: must be positive, got 0"),
+    ("seed: -1", "config key seed: must not be negative, got -1"),
+    ("train: {precision: fp8}", "config key train.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
+    ("model: {name: unet}", "config key model.name: 'unet' is not one of r3l, r3n, dncnn"),
+])
+def test_training_config_rules(tmp_path, text, message):
+    (tmp_path / "c.yaml").write_text(text + "\n")
+    with pytest.raises(R3LError) as info:
+        load_config(tmp_path / "c.yaml")
+    assert str(info.value) == f"{tmp_path / 'c.yaml'}: {message}"
+
+
+BENCH = "data: x\nsigma_train: 25\nsigmas: [25]\nmethods: [{name: a, noisy: true}]\n"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("seed: -1", "benchmark key seed: must not be negative, got -1"),
+    ("published: paper", "benchmark key published: 'paper' is not one of auto, BSD68, none"),
+    ("max_images: lots", "benchmark key max_images: expected a whole number, got 'lots'"),
+    ("bogus: 1", "unknown benchmark key bogus"),
+])
+def test_benchmark_config_rules_come_from_the_same_validator(tmp_path, extra, message):
+    (tmp_path / "b.yaml").write_text(BENCH + extra + "\n")
+    with pytest.raises(R3LError) as info:
+        load_benchmark_config(tmp_path / "b.yaml")
+    assert str(info.value).startswith(f"{tmp_path / 'b.yaml'}: {message}")
+    (tmp_path / "b.yaml").write_text(BENCH.replace("sigmas: [25]", "sigmas: [25, -5]"))
+    with pytest.raises(R3LError, match="benchmark key sigmas: must not be negative, got -5.0"):
+        load_benchmark_config(tmp_path / "b.yaml")
+
+
+def test_config_rules_live_on_the_fields():
+    from r3l.config import CHOICES, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, PPOConfig
+
+    fields = {f.name: f for f in dataclasses.fields(PPOConfig)}
+    assert fields["gamma"].metadata["bound"] == "unit_interval" and "ppo.gamma" in UNIT_INTERVAL
+    assert "ppo.lr" in POSITIVE and "supervised.lr" in POSITIVE and "seed" in NON_NEGATIVE
+    assert CHOICES["ppo.lr_schedule"] == CHOICES["supervised.lr_schedule"] == ("poly", "cosine", "constant")
