@@ -60,3 +60,21 @@ def tiny_config(train: str, val: str, episodes: int = 4, **extra) -> dict:
         section, name = key.split("__")
         cfg[section][name] = value
     return cfg
+
+
+def train_tiny(root: Path, episodes: int = 2, validate: bool = True) -> Path:
+    """Write three 40×40 training images (and one 32×32 test image) under ``root``, its config as
+    ``root/tiny.yaml``, and train a tiny R3L in-process into ``root/run``; returns ``root``."""
+    import yaml
+
+    from r3l.config import from_dict
+    from r3l.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_image(root / "train" / f"im{i}.png", smooth_image(rng, 40, 40))
+    write_image(root / "test" / "t0.png", smooth_image(rng, 32, 32))
+    cfg = tiny_config(str(root / "train"), str(root / "test") if validate else "", episodes=episodes)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    Trainer(from_dict(cfg), root / "run").train()
+    return root

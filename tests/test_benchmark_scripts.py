@@ -115,3 +115,14 @@ def test_learning_benchmark_reports_curves_and_stops_on_time(tmp_path):
                 "--val-every", "1000", *small, "--run-dir", str(tmp_path / "b"))
     # Stopped at the first log interval past the limit, validated once at the end.
     assert timed["episodes"] == 2 and [e for e, _ in timed["val_psnr"]] == [2]
+
+
+def test_export_speed_benchmark_compares_onnxruntime_with_pytorch(tiny_folder, tmp_path):
+    result = run("export_speed.py", "--data", str(tiny_folder / "test"), "--images", "1", "--threads", "1",
+                 "--out", str(tmp_path / "export.json"))
+    assert json.loads((tmp_path / "export.json").read_text()) == result
+    assert result["images"] == 1 and result["opset"] == 18 and result["model"]["features"] == 64
+    speed = result["seconds_per_image"]
+    assert speed["pytorch"] > 0 and speed["onnxruntime"] > 0
+    assert result["onnxruntime_speedup"] == pytest.approx(speed["pytorch"] / speed["onnxruntime"])
+    assert result["pixels"] == 2 * 32 * 32 and result["pixels_off"] <= result["pixels"] * 1e-2

@@ -12,28 +12,18 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import DNCNN_WEIGHTS, needs_shared, smooth_image, tiny_config
+from conftest import DNCNN_WEIGHTS, needs_shared, train_tiny
 from r3l.io.checkpoint import load_checkpoint
 from r3l.cli import main
-from r3l.config import from_dict
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError, R3LWarning
 from r3l.io.images import read_image, read_image_with_alpha, write_image
-from r3l.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny R3L run (2 episodes) with its config file and data."""
-    root = tmp_path_factory.mktemp("edge")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        write_image(root / "train" / f"im{i}.png", smooth_image(rng, 40, 40))
-    write_image(root / "test" / "t0.png", smooth_image(rng, 32, 32))
-    cfg = tiny_config(str(root / "train"), str(root / "test"), episodes=2)
-    (root / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    Trainer(from_dict(cfg), root / "run").train()
-    return root
+    return train_tiny(tmp_path_factory.mktemp("edge"))
 
 
 def cli(capsys, *args):

@@ -6,17 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
-from conftest import DATASETS, needs_shared, smooth_image, tiny_config
+from conftest import DATASETS, needs_shared, train_tiny
 from r3l.cli import main
-from r3l.config import from_dict
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.io.images import write_image
 from r3l.models.spec import build_network
-from r3l.trainer import Trainer
 from r3l.models.zoo import DEFAULT_MODEL, PACKAGE_FOLDER, find_model, list_models, pack_model, subset_psnr
 
 SHIPPED = sorted(p.stem for p in PACKAGE_FOLDER.glob("*.json"))
@@ -48,12 +44,7 @@ def registry(tmp_path_factory):
     """A registry folder holding a tiny R3L packed as the default model, its subset check on two BSD68 images."""
     if not (DATASETS / "BSD68").is_dir():
         pytest.skip("research data not found")
-    root = tmp_path_factory.mktemp("zoo")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        write_image(root / "train" / f"im{i}.png", smooth_image(rng, 40, 40))
-    cfg = tiny_config(str(root / "train"), str(root / "train"), episodes=2)
-    Trainer(from_dict(cfg), root / "run").train()
+    root = train_tiny(tmp_path_factory.mktemp("zoo"))
     card = pack_model(root / "run" / "last.safetensors", DEFAULT_MODEL, "tiny test model", DATASETS,
                       root / "models", ["test001", "test002"], training={"device": "cpu", "minutes": 0.01},
                       bsd68_psnr={"25": 20.0})

@@ -242,7 +242,7 @@ class PPO:
         """K epochs over minibatches of whole images; returns device-side diagnostics (no host sync)."""
         cfg = self.cfg
         assert buf.advantages is not None and buf.returns is not None
-        steps, batch = buf.steps, buf.shape[0]
+        batch = buf.shape[0]
         advantages = buf.advantages
         if cfg.normalize_advantages:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)

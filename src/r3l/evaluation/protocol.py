@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from r3l.io.data import NamedImage, noisy_version
-from r3l.io.files import atomic_write_bytes, write_json
+from r3l.io.files import atomic_write_bytes
 from r3l.io.images import write_image
 from r3l.evaluation.metrics import psnr, ssim, to_uint8
 

@@ -12,6 +12,14 @@ from typing import Any
 from r3l.errors import R3LError
 
 
+def ensure_folder(folder: str | Path) -> None:
+    """Create ``folder`` (and its parents) if needed; a clear error if it cannot be."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise R3LError(f"{folder}: could not create the folder ({exc.strerror or exc})") from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None = None) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and rename.
 
@@ -20,10 +28,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None 
     complete temporary file, never a half-written ``path``.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise R3LError(f"{path.parent}: could not create the folder ({exc.strerror or exc})") from None
+    ensure_folder(path.parent)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:

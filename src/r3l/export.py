@@ -1,0 +1,146 @@
+"""Deployment: a trained denoiser as one self-contained graph, for ONNX runtimes and ``torch.export``.
+
+:class:`InferenceProgram` is exactly :class:`r3l.denoiser.Denoiser`'s computation on a whole image batch, written
+as a plain module: for a policy (R3L), ``steps`` times "logits → argmax (or the expected residual) → add the
+action's residual", then clip to [0, 1]; for R3N and DnCNN, one pass and the clip. With ``self_ensemble`` the
+8 flips/rotations are in the graph too. Exported graphs take ``N × C × H × W`` float32 in [0, 1] with dynamic
+batch, height and width, and return the denoised batch in [0, 1].
+
+ONNX files are written by PyTorch's ``torch.export``-based exporter at opset :data:`ONNX_OPSET` (supported by
+onnxruntime 1.14 and later, and by TensorRT, OpenVINO and ONNX.js's successors); the ``.pt2`` files are
+``torch.export`` programs, loaded with ``torch.export.load``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from r3l.denoiser import Denoiser
+from r3l.errors import R3LError
+from r3l.io.files import ensure_folder
+
+ONNX_OPSET = 18
+"""The opset of exported ONNX files (PyTorch's exporter writes 18 or later; onnxruntime runs it from 1.14)."""
+
+
+class InferenceProgram(nn.Module):
+    """A denoiser's whole inference as one module: ``(N, C, H, W)`` in [0, 1] → denoised, clipped to [0, 1]."""
+
+    def __init__(self, denoiser: Denoiser, steps: int | None = None):
+        super().__init__()
+        self.net = denoiser.net.float().eval()
+        self.policy = denoiser.env is not None
+        self.decoding, self.self_ensemble = denoiser.decoding, denoiser.self_ensemble
+        if self.policy:
+            env = denoiser.env
+            self.steps = steps or env.steps
+            residuals = env.residual(torch.arange(env.n_actions))
+            self.register_buffer("residuals", residuals.view(1, 1, -1, 1, 1), persistent=False)
+            self.centre, self.scale = env.n_actions // 2, env.action_step / 255.0
+        elif steps is not None:
+            raise R3LError(f"--steps applies to R3L policies; this model is {denoiser.arch.name}")
+
+    def _once(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.policy:
+            return self.net(x)
+        for _ in range(self.steps):
+            logits = self.net.policy_logits(x)
+            if self.decoding == "greedy":
+                x = x + (logits.argmax(dim=2) - self.centre).to(x.dtype) * self.scale
+            else:
+                x = x + (torch.softmax(logits, dim=2) * self.residuals).sum(dim=2)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.self_ensemble:
+            return self._once(x).clamp(0.0, 1.0)
+        total = torch.zeros_like(x)
+        for k in range(4):
+            for flip in (False, True):
+                view = torch.rot90(x, k, dims=(2, 3))
+                view = view.flip(3) if flip else view
+                out = self._once(view).clamp(0.0, 1.0)
+                out = out.flip(3) if flip else out
+                total = total + torch.rot90(out, -k, dims=(2, 3))
+        return total / 8
+
+
+def _dynamic_shapes(dynamic: bool) -> dict | None:
+    if not dynamic:
+        return None
+    dim = torch.export.Dim
+    return {"x": {0: dim("batch", min=1, max=1024), 2: dim("height", min=2, max=1 << 15),
+                  3: dim("width", min=2, max=1 << 15)}}
+
+
+def _example(denoiser: Denoiser, size: tuple[int, int]) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.rand(2, denoiser.channels, *size)
+
+
+def export_pt2(denoiser: Denoiser, path: str | Path, steps: int | None = None, dynamic: bool = True,
+               size: tuple[int, int] = (64, 64)) -> Path:
+    """Write ``path`` (``.pt2``): a ``torch.export`` program of the whole inference."""
+    program = InferenceProgram(denoiser, steps).cpu()
+    exported = torch.export.export(program, (_example(denoiser, size),), dynamic_shapes=_dynamic_shapes(dynamic))
+    with _atomic(path) as tmp:
+        torch.export.save(exported, str(tmp))
+    return Path(path)
+
+
+def export_onnx(denoiser: Denoiser, path: str | Path, steps: int | None = None, dynamic: bool = True,
+                size: tuple[int, int] = (64, 64)) -> Path:
+    """Write ``path`` (``.onnx``): the whole inference as one ONNX graph at opset :data:`ONNX_OPSET`."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise R3LError("ONNX export needs onnx and onnxscript: pip install 'r3l[export]'") from None
+    program = InferenceProgram(denoiser, steps).cpu()
+    # The exporter's progress notes and warnings are not the user's business; its errors are.
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    with _atomic(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        quiet.setLevel(logging.ERROR)
+        torch.onnx.export(program, (_example(denoiser, size),), str(tmp), input_names=["x"],
+                          output_names=["denoised"], opset_version=ONNX_OPSET, dynamo=True,
+                          dynamic_shapes=_dynamic_shapes(dynamic), external_data=False)
+        quiet.setLevel(level)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _atomic(path: str | Path):
+    """A temporary name beside ``path`` to write to; renamed to ``path`` once complete, removed on failure."""
+    path = Path(path)
+    if path.is_dir():
+        raise R3LError(f"{path}: is a folder, expected an output file name")
+    ensure_folder(path.parent)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise R3LError(f"{path}: could not write ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def onnx_session(path: str | Path):
+    """An onnxruntime CPU session for an exported file (``pip install 'r3l[export]'``)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise R3LError("running ONNX models needs onnxruntime: pip install 'r3l[export]'") from None
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
