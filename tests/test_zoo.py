@@ -137,3 +137,19 @@ def test_self_ensemble_is_equivariant_to_flips_and_rotations():
     for transform in (lambda t: t.flip(3), lambda t: torch.rot90(t, 1, dims=(2, 3))):
         torch.testing.assert_close(ensemble(transform(x)), transform(ensemble(x)), atol=1e-5, rtol=0)
     assert not torch.allclose(plain(x.flip(3)), plain(x).flip(3), atol=1e-5)
+
+
+def test_the_web_page_offers_installed_models(registry, monkeypatch):
+    from r3l.web.server import model_loaders
+
+    root, _ = registry
+    monkeypatch.setenv("R3L_MODELS", str(root / "models"))
+    loaders = model_loaders([], [], "cpu")
+    assert list(loaders) == [DEFAULT_MODEL]
+    assert loaders[DEFAULT_MODEL]().arch.name == "r3l"
+    assert list(model_loaders([], [DEFAULT_MODEL], "cpu")) == [DEFAULT_MODEL]
+    monkeypatch.setenv("R3L_MODELS", str(root / "nothing"))
+    (root / "nothing").mkdir(exist_ok=True)
+    monkeypatch.setattr("r3l.models.zoo.PACKAGE_FOLDER", root / "none")
+    with pytest.raises(R3LError, match="no model to serve"):
+        model_loaders([], [], "cpu")

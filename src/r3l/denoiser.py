@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -145,18 +146,23 @@ class Denoiser:
         return total / 8
 
     @torch.no_grad()
-    def __call__(self, noisy: torch.Tensor) -> torch.Tensor:
+    def __call__(self, noisy: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Denoise ``(B, C, H, W)`` float images; returns them clipped to [0, 1], on the input's device.
 
         Images larger than ``tile`` are processed in ``tile × tile`` pieces, each read with a margin of
         :attr:`radius` pixels, so the result equals untiled inference while memory stays bounded.
+        ``progress(done, total)`` is called after each piece.
         """
         b, c, h, w = noisy.shape
         if h <= self.tile and w <= self.tile:
             result = self._run(noisy.to(self.device, torch.float32)).clamp_(0.0, 1.0)
+            if progress is not None:
+                progress(1, 1)
             return result.to(noisy.device, memory_format=torch.contiguous_format)
         out = torch.empty((b, c, h, w), dtype=torch.float32, device=noisy.device)
         m = self.radius
+        total = -(-h // self.tile) * -(-w // self.tile)
+        done = 0
         for top in range(0, h, self.tile):
             for left in range(0, w, self.tile):
                 bottom, right = min(top + self.tile, h), min(left + self.tile, w)
@@ -164,26 +170,30 @@ class Denoiser:
                 piece = noisy[:, :, t0 : min(bottom + m, h), l0 : min(right + m, w)]
                 result = self._run(piece.to(self.device, torch.float32))
                 out[:, :, top:bottom, left:right] = result[:, :, top - t0 : bottom - t0, left - l0 : right - l0]
+                done += 1
+                if progress is not None:
+                    progress(done, total)
         return out.clamp_(0.0, 1.0)
 
-    def denoise(self, image: np.ndarray) -> np.ndarray:
+    def denoise(self, image: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Denoise one image ``(H, W)`` or ``(H, W, C)``: uint8, uint16 or float in [0, 1]; same shape and dtype out.
 
         C is 1 (gray) or 3 (colour), or 2 / 4 with an alpha channel last, which is returned unchanged. A gray
         model treats each colour channel as its own image; a colour model sees a gray image copied to three
         channels and returns their mean. Anything else (other integer types, whose scale is ambiguous, NaN, a
         batch, an empty array, a list) is refused with an :class:`~r3l.errors.R3LError` naming the problem.
+        ``progress(done, total)`` follows the tiles of a large image.
         """
         x, alpha, scale = _checked_image(image)
         dtype = image.dtype
         tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
         c = tensor.shape[0]
         if self.channels == 1:
-            out = self(tensor[:, None])[:, 0]
+            out = self(tensor[:, None], progress)[:, 0]
         elif c == 1:
-            out = self(tensor.expand(3, -1, -1)[None])[0].mean(0, keepdim=True)
+            out = self(tensor.expand(3, -1, -1)[None], progress)[0].mean(0, keepdim=True)
         else:
-            out = self(tensor[None])[0]
+            out = self(tensor[None], progress)[0]
         result = out.cpu().numpy().transpose(1, 2, 0)
         if scale != 1.0:
             result = np.round(result * scale).astype(dtype)

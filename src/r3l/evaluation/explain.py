@@ -25,25 +25,36 @@ def residual_colours(residual: np.ndarray, limit: float) -> np.ndarray:
     return np.stack([red, green, blue], axis=2)
 
 
+def trajectory(denoiser: Denoiser, image: np.ndarray) -> list[np.ndarray]:
+    """The estimate ``(C, H, W)`` before the first step and after each, for one float ``(H, W, C)`` image in
+    [0, 1] (a gray model sees a colour image's luma)."""
+    if denoiser.env is None:
+        raise R3LError(f"--explain needs an R3L checkpoint; this one holds {denoiser.arch.name}")
+    if denoiser.channels == 1 and image.shape[2] != 1:
+        image = to_channels((image * 65535).round().astype(np.uint16), 1).astype(np.float32) / 65535
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    if denoiser.channels == 3 and tensor.shape[1] == 1:
+        tensor = tensor.expand(1, 3, -1, -1)
+    return [s[0].float().cpu().numpy() for s in denoiser.trajectory(tensor.to(denoiser.device))]
+
+
+def step_maps(denoiser: Denoiser, states: list[np.ndarray]) -> list[np.ndarray]:
+    """The residual each pixel chose at each step, as ``(H, W, 3)`` colour maps in [0, 1]."""
+    limit = (denoiser.env.n_actions // 2) * denoiser.env.action_step
+    return [residual_colours((states[t] - states[t - 1]).mean(axis=0) * 255.0, limit)
+            for t in range(1, len(states))]
+
+
 def explain(denoiser: Denoiser, image: np.ndarray, out_dir: Path) -> list[Path]:
     """Write ``step1.png`` … (the residual chosen per pixel at each step, as a colour map) and ``estimate.gif``
     (the noisy input, then the estimate after each step, with a step bar below) for one float ``(H, W, C)``
     image in [0, 1]."""
-    if denoiser.env is None:
-        raise R3LError(f"--explain needs an R3L checkpoint; this one holds {denoiser.arch.name}")
-    gray = denoiser.channels == 1
-    if gray and image.shape[2] != 1:
-        image = to_channels((image * 65535).round().astype(np.uint16), 1).astype(np.float32) / 65535
-    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-    if not gray and tensor.shape[1] == 1:
-        tensor = tensor.expand(1, 3, -1, -1)
-    states = [s[0].float().cpu().numpy() for s in denoiser.trajectory(tensor.to(denoiser.device))]
-    limit = (denoiser.env.n_actions // 2) * denoiser.env.action_step
+    states = trajectory(denoiser, image)
+    gray = states[0].shape[0] == 1
     written = []
-    for t in range(1, len(states)):
-        residual = (states[t] - states[t - 1]).mean(axis=0) * 255.0
+    for t, colours in enumerate(step_maps(denoiser, states), start=1):
         path = out_dir / f"step{t}.png"
-        write_image(path, residual_colours(residual, limit))
+        write_image(path, colours)
         written.append(path)
     frames = []
     for t, state in enumerate(states):
