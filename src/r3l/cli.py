@@ -36,20 +36,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     from r3l.runtime import configure_torch
     from r3l.trainer import Trainer
 
+    from r3l import distributed
+
     cfg = load_config(args.config, args.set or [])
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
-    if not args.resume and (run_dir / "last.safetensors").exists():
+    # Under torchrun --max-restarts, a restarted worker continues the run from its last checkpoint.
+    resume = args.resume or (distributed.restarted() and (run_dir / "last.safetensors").exists())
+    if not resume and (run_dir / "last.safetensors").exists():
         raise R3LError(f"{run_dir}: run directory already holds a checkpoint; pass --resume or another --run-dir")
     if args.force and not args.resume:
         raise R3LError("--force only applies to --resume")
-    configure_torch(cfg)
-    trainer = Trainer(cfg, run_dir, resume=args.resume, force=args.force)
-    if args.resume:
-        print(f"resuming {run_dir} at episode {trainer.start_episode} of {cfg.train.episodes}", flush=True)
-    last = trainer.train()
-    summary = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in last.items()
-                        if k in ("charts/psnr_gain", "val/psnr"))
-    print(f"trained {cfg.train.episodes} episodes in {run_dir} ({summary})")
+    world = distributed.from_environment(cfg.train.device)
+    try:
+        configure_torch(cfg)
+        trainer = Trainer(cfg, run_dir, resume=resume, force=args.force, world=world)
+        if resume and world.main:
+            print(f"resuming {run_dir} at episode {trainer.start_episode} of {cfg.train.episodes}", flush=True)
+        last = trainer.train()
+    finally:
+        distributed.shutdown()
+    if world.main:
+        summary = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in last.items()
+                            if k in ("charts/psnr_gain", "val/psnr"))
+        where = f" on {world.size} processes" if world.active else ""
+        print(f"trained {cfg.train.episodes} episodes in {run_dir}{where} ({summary})")
     return 0
 
 

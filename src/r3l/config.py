@@ -130,6 +130,7 @@ class DataConfig:
     val: str = "${R3L_DATA}/BSD68"
     """A folder of validation images, or ``skimage``; empty for none."""
     batch_size: int = positive(32)
+    """The global batch: under torchrun it is split evenly over the processes (docs/distributed.md)."""
     crop: int = positive(70)
     hflip: float = unit_interval(0.5)
     rotate_prob: float = unit_interval(0.5)

@@ -14,6 +14,7 @@ from r3l.algos import ALGORITHMS
 from r3l.algos.optim import Precision, learning_rate, resolve_precision, set_lr
 from r3l.config import Config, flatten, save_config
 from r3l.denoiser import Denoiser
+from r3l.distributed import SINGLE, World, device_for
 from r3l.errors import R3LError, warn
 from r3l.evaluation.protocol import evaluate, summarize
 from r3l.io.checkpoint import (
@@ -83,12 +84,19 @@ class Trainer:
     """Trains the configured model in ``run_dir`` (``last.safetensors``, ``best.safetensors``, ``config.yaml``,
     ``metrics.jsonl``, ``tensorboard/``): R3L with pixel-wise PPO, R3N and DnCNN with MSE."""
 
-    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False):
+    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
+                 world: World = SINGLE):
         """Load the data, build (or resume) the network and its algorithm. Process-wide torch settings
-        (threads, determinism, cuDNN, TF32) are :func:`r3l.runtime.configure_torch`'s, which the CLI calls."""
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+        (threads, determinism, cuDNN, TF32) are :func:`r3l.runtime.configure_torch`'s, which the CLI calls.
+
+        ``world`` (:func:`r3l.distributed.from_environment`) makes this one of several processes under
+        ``torchrun``: each learns from its part of every global batch through DistributedDataParallel, validates
+        its share of the images, and only rank 0 writes files."""
+        self.cfg, self.run_dir, self.world = cfg, Path(run_dir), world
         self.last_path, self.best_path = self.run_dir / "last.safetensors", self.run_dir / "best.safetensors"
-        self.device = pick_device(cfg.train.device)
+        self.device = pick_device(device_for(world, cfg.train.device))
+        if world.active:
+            world.shard(cfg.data.batch_size)  # a clear error now if the batch does not split evenly
         cuda = self.device.type == "cuda"
         self.channels_last = cfg.train.channels_last == "on" or (cfg.train.channels_last == "auto" and cuda)
         torch.manual_seed(cfg.seed)  # the network's initial weights
@@ -113,10 +121,21 @@ class Trainer:
         self.precision = Precision(self.device, resolve_precision(self.device, cfg.train.precision))
         """The arithmetic of the network's passes (``self.precision.name``) and the guarded optimiser step."""
         self.compile, self.compile_mode = resolve_compile(cfg, self.device)
-        self.forward = compiled(self.net, self.compile, self.compile_mode)
-        """The network as training calls it (compiled or not); validation and checkpoints use ``self.net``."""
+        if world.active:
+            # DistributedDataParallel averages the gradients in backward; compiling through it is left out (its
+            # graph breaks at every bucket, and CUDA graphs cannot hold the collectives).
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.compile = "off"
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.net, device_ids=ids)
+        else:
+            self.forward = compiled(self.net, self.compile, self.compile_mode)
+        """The network as training calls it (compiled, or wrapped for DDP); validation and checkpoints use
+        ``self.net``."""
         algorithm = ALGORITHMS[model_entry(cfg.model.name).algorithm]
-        self.algo = algorithm(self.net, cfg, self.env, self.precision, self.forward, self.compile, self.compile_mode)
+        self.algo = algorithm(self.net, cfg, self.env, self.precision, self.forward, self.compile, self.compile_mode,
+                              world)
         self.optimizer = self.algo.optimizer
         if resume:
             restore_optimizer(self.optimizer, ckpt, path)
@@ -124,11 +143,12 @@ class Trainer:
                 self.precision.loss_scale.load_state_dict(ckpt.info["loss_scale"])
             self.start_episode = ckpt.episode
             self.best_psnr = self._best_so_far(ckpt)
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise R3LError(f"{self.run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
-        save_config(cfg, self.run_dir / "config.yaml")
+        if world.main:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise R3LError(f"{self.run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
+            save_config(cfg, self.run_dir / "config.yaml")
 
     def _resume_checkpoint(self) -> tuple[Path, Checkpoint]:
         """The newest checkpoint that loads and verifies: ``last``, else the one it replaced."""
@@ -176,10 +196,13 @@ class Trainer:
         # Validation batches are whole images, shapes the training crops never have: with cuDNN autotuning on,
         # the first validation would time every convolution algorithm on gigabyte-sized activations (the
         # largest part of a slow first validation on a GPU). Its heuristic choice is used instead.
+        # Each rank validates its share of the images; the rows are gathered, so every rank gets the number a
+        # single process would (each image's noise is seeded by its name).
+        mine = self.val_images[self.world.rank :: self.world.size]
         with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
                                         deterministic=torch.backends.cudnn.deterministic,
                                         allow_tf32=torch.backends.cudnn.allow_tf32):
-            rows = evaluate(denoiser, self.val_images, [sigma], cfg.data.val_seed, progress=False)
+            rows = self.world.gather(evaluate(denoiser, mine, [sigma], cfg.data.val_seed, progress=False))
         self.net.train()
         return next(iter(summarize(rows).values()))["psnr"]
 
@@ -203,14 +226,16 @@ class Trainer:
         end = tc.episodes if stop_at is None else min(stop_at, tc.episodes)
         loader = make_train_loader(self.train_images, cfg.data, cfg.seed, self.start_episode, end,
                                    pin_memory=self.device.type == "cuda")
-        logger = MetricLogger(self.run_dir, tc.tensorboard)
+        main = self.world.main
+        logger = MetricLogger(self.run_dir, tc.tensorboard) if main else None
         generator = torch.Generator(device=self.device)
         pending: dict[str, list[torch.Tensor]] = {}
         last: dict[str, float] = {}
         self.net.train()
         tick, pixel_steps = time.perf_counter(), 0
         started = tick
-        bar = tqdm(total=tc.episodes, initial=self.start_episode, desc="train", unit="ep", disable=not tc.progress)
+        bar = tqdm(total=tc.episodes, initial=self.start_episode, desc="train", unit="ep",
+                   disable=not (tc.progress and main))
         bad_run = torch.zeros((), device=self.device)
         longest_bad = torch.zeros((), device=self.device)
         try:
@@ -229,6 +254,7 @@ class Trainer:
                     last = {k: float(torch.stack(v).float().mean()) for k, v in pending.items()}
                     for name in COUNTERS:  # totals over the interval, not means
                         last[name] *= len(pending[name])
+                    last = self.world.mean(last, self.device)  # every rank's part of the batch
                     if int(longest_bad) >= tc.max_bad_updates:
                         raise R3LError(
                             f"training stopped at episode {done}: {int(longest_bad)} updates in a row had "
@@ -241,27 +267,32 @@ class Trainer:
                     last["charts/pixel_steps_per_s"] = pixel_steps / (now - tick)
                     last["time/elapsed_s"] = now - started
                     tick, pixel_steps = now, 0
-                    logger.log(done, last)
+                    if main:
+                        logger.log(done, last)
                     bar.set_postfix(gain=f"{last['charts/psnr_gain']:.2f}dB")
                 if self.val_images and (done % tc.val_every == 0 or done == tc.episodes):
                     val_start = time.perf_counter()
                     psnr = self.validate()
-                    logger.log(done, {"val/psnr": psnr, "time/val_s": time.perf_counter() - val_start})
+                    if main:
+                        logger.log(done, {"val/psnr": psnr, "time/val_s": time.perf_counter() - val_start})
                     last["val/psnr"] = psnr
                     if psnr > self.best_psnr:
                         self.best_psnr = psnr
-                        save_checkpoint(self.best_path, self._checkpoint(done, with_optimizer=False))
+                        if main:
+                            save_checkpoint(self.best_path, self._checkpoint(done, with_optimizer=False))
                 out_of_time = time_limit is not None and done % tc.log_every == 0 and \
-                    time.perf_counter() - started > time_limit
-                if done % tc.save_every == 0 or done == end or out_of_time:
+                    self.world.any(time.perf_counter() - started > time_limit, self.device)
+                if main and (done % tc.save_every == 0 or done == end or out_of_time):
                     save_checkpoint(self.last_path, self._checkpoint(done, with_optimizer=True), keep_previous=True)
                 if out_of_time:
                     end = done
                     break
         finally:
             bar.close()
-            logger.close()
-        if not self.val_images:
+            if logger is not None:
+                logger.close()
+        if not self.val_images and main:
             save_checkpoint(self.best_path, self._checkpoint(end, with_optimizer=False))
+        self.world.barrier()  # no rank leaves (and, under torchrun, ends) before rank 0 has written
         self.episodes_done = end
         return last

@@ -3,7 +3,7 @@ optimiser helpers they share.
 
 Every algorithm has the same small interface, which is all the trainer uses::
 
-    algo = ALGORITHMS[name](net, cfg, env, precision, forward, compile, mode)
+    algo = ALGORITHMS[name](net, cfg, env, precision, forward, compile, mode, world)
     stats = algo.learn(clean_batch, generator)   # one episode / one step; device-side diagnostics
     algo.optimizer, algo.lr_config               # for checkpoints and the learning-rate schedule
     algo.compiles_whole_update                   # whether train.compile: auto compiles all of it on CUDA

@@ -16,16 +16,23 @@ from torch import nn
 
 from r3l.algos.optim import Precision, make_adam
 from r3l.config import Config, PPOConfig
+from r3l.distributed import SINGLE, World
 from r3l.evaluation.metrics import batch_psnr
-from r3l.tasks.base import BatchImageEnv
+from r3l.tasks.base import BatchImageEnv, Episode
 
 
-def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None,
+                   batch: int | None = None, shard: slice | None = None) -> torch.Tensor:
     """Sample one action per categorical over dim 2 of ``(B, C, A, H, W)`` logits; → ``(B, C, H, W)``.
 
-    Gumbel-max: ``argmax(logits + G)`` with ``G = −log E``, ``E ~ Exp(1)``, one draw per logit.
+    Gumbel-max: ``argmax(logits + G)`` with ``G = −log E``, ``E ~ Exp(1)``, one draw per logit. When these
+    logits are the ``shard`` of a global batch of ``batch`` images (one rank of several), the draws are made for
+    the global batch and sliced, so each image gets the same draws as in a single process.
     """
-    exp = torch.empty(logits.shape, device=logits.device, dtype=torch.float32).exponential_(generator=generator)
+    shape = logits.shape if shard is None else (batch, *logits.shape[1:])
+    exp = torch.empty(shape, device=logits.device, dtype=torch.float32).exponential_(generator=generator)
+    if shard is not None:
+        exp = exp[shard]
     return (logits.float() - exp.log()).argmax(dim=2)
 
 
@@ -196,8 +203,8 @@ class PPO:
     """The rollout and update have static shapes, so ``train.compile: auto`` compiles all of it on CUDA."""
 
     def __init__(self, net: nn.Module, cfg: Config, env: BatchImageEnv, precision: Precision | None = None,
-                 forward=None, compile: str = "off", mode: str = "default"):
-        self.net, self.cfg, self.env = net, cfg.ppo, env
+                 forward=None, compile: str = "off", mode: str = "default", world: World = SINGLE):
+        self.net, self.cfg, self.env, self.world = net, cfg.ppo, env, world
         self.lr_config = cfg.ppo
         """The learning-rate schedule's fields (``lr``, ``lr_schedule``, ``lr_power``)."""
         self.optimizer = make_adam(net, cfg.ppo.lr, cfg.ppo.adam_eps, cfg.ppo.weight_decay)
@@ -208,7 +215,10 @@ class PPO:
             self.loss = torch.compile(ppo_objective, mode=None if mode == "default" else mode, dynamic=False)
 
     def learn(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One episode on ``clean`` ``(B, C, H, W)`` and the update on it; device-side diagnostics."""
+        """One episode on ``clean`` ``(B, C, H, W)`` and the update on it; device-side diagnostics.
+
+        With several processes, ``clean`` is the episode's global batch and this rank plays and learns from its
+        own part (the gradients are averaged by DistributedDataParallel)."""
         buf, gain = self.collect(clean, generator)
         stats = self.update(buf, generator)
         stats["charts/episode_reward"] = buf.rewards.sum(0).mean()
@@ -219,8 +229,12 @@ class PPO:
         """Play one episode on ``clean``; returns the filled buffer (with GAE) and the PSNR gain per image."""
         env, cfg = self.env, self.cfg
         device = clean.device
+        batch, shard = clean.shape[0], (self.world.shard(clean.shape[0]) if self.world.active else None)
+        episode = env.reset(clean, generator)  # the global batch's noise, as one process would draw it
+        if shard is not None:
+            clean = clean[shard]
+            episode = Episode(clean, episode.state[shard])
         buf = RolloutBuffer(env.steps, tuple(clean.shape), device)
-        episode = env.reset(clean, generator)
         start_psnr = batch_psnr(episode.state, clean)
         all_actions = cfg.all_action_coef > 0
         with torch.no_grad():
@@ -228,7 +242,7 @@ class PPO:
                 state = episode.state
                 with self.precision.autocast():
                     logits, value = self.forward(state)
-                actions = sample_actions(logits, generator)
+                actions = sample_actions(logits, generator, batch, shard)
                 log_prob, _ = log_prob_entropy(logits, actions)
                 action_rewards = env.action_rewards(state, clean) if all_actions else None
                 _, reward, done = env.step(episode, actions)
@@ -244,7 +258,14 @@ class PPO:
         assert buf.advantages is not None and buf.returns is not None
         batch = buf.shape[0]
         advantages = buf.advantages
-        if cfg.normalize_advantages:
+        if cfg.normalize_advantages and self.world.active:
+            # The statistics of the global batch: every rank's advantages together.
+            moments = self.world.sum_(torch.stack([advantages.sum(), advantages.square().sum(),
+                                                   torch.tensor(float(advantages.numel()), device=advantages.device)]))
+            mean = moments[0] / moments[2]
+            std = ((moments[1] - moments[2] * mean.square()) / (moments[2] - 1)).clamp_min(0).sqrt()
+            advantages = (advantages - mean) / (std + 1e-8)
+        elif cfg.normalize_advantages:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         action_targets = None
         if cfg.all_action_coef > 0 and buf.action_rewards is not None:

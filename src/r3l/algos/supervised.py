@@ -8,6 +8,7 @@ from torch import nn
 
 from r3l.algos.optim import Precision, make_adam
 from r3l.config import Config
+from r3l.distributed import SINGLE, World
 from r3l.evaluation.metrics import batch_psnr
 from r3l.tasks.base import BatchImageEnv
 
@@ -20,8 +21,8 @@ class Supervised:
     """``train.compile: auto`` leaves it eager (only the network can be compiled, on request)."""
 
     def __init__(self, net: nn.Module, cfg: Config, env: BatchImageEnv, precision: Precision | None = None,
-                 forward=None, compile: str = "off", mode: str = "default"):
-        self.net, self.cfg, self.env = net, cfg.supervised, env
+                 forward=None, compile: str = "off", mode: str = "default", world: World = SINGLE):
+        self.net, self.cfg, self.env, self.world = net, cfg.supervised, env, world
         self.lr_config = cfg.supervised
         """The learning-rate schedule's fields (``lr``, ``lr_schedule``, ``lr_power``)."""
         self.optimizer = make_adam(net, cfg.supervised.lr, weight_decay=cfg.supervised.weight_decay)
@@ -30,7 +31,10 @@ class Supervised:
 
     def learn(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Train on one batch ``(B, C, H, W)``; returns device-side diagnostics."""
-        noisy = self.env.start(clean, generator)
+        noisy = self.env.start(clean, generator)  # the global batch's noise, as one process would draw it
+        if self.world.active:
+            shard = self.world.shard(clean.shape[0])
+            clean, noisy = clean[shard], noisy[shard]
         with self.precision.autocast():
             estimate = self.forward(noisy).float()
         loss = F.mse_loss(estimate, clean)
