@@ -91,7 +91,14 @@ def from_environment(device: str = "auto") -> World:
     if cuda:
         torch.cuda.set_device(local_rank)
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group("nccl" if cuda else "gloo")
+        # torchrun's agent keeps one key-value store across restarts (--max-restarts); the keys of a restarted
+        # round are prefixed with its restart count, so the new workers never read a dead worker's address.
+        from datetime import timedelta
+
+        base = torch_dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size,
+                                   is_master=False, timeout=timedelta(minutes=10))
+        store = torch_dist.PrefixStore(f"r3l/round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", base)
+        torch_dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=size)
     return World(rank, size, local_rank)
 
 
