@@ -90,24 +90,33 @@ def _load_denoiser(args: argparse.Namespace):
     return Denoiser.pretrained(args.model, args.device, **options)
 
 
+#: The level ``r3l eval`` uses when no --sigma is given, per noise model.
+DEFAULT_LEVELS = {"gaussian": 25.0, "poisson": 30.0, "salt_pepper": 0.1, "spatial_gaussian": 50.0, "mixed": 25.0}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from r3l.io.data import load_images
+    from r3l.tasks.noise import noise_model
     from r3l.evaluation.protocol import evaluate, summarize, write_csv
     from r3l.io.files import write_json
 
     denoiser = _load_denoiser(args)
     images = load_images(args.data, denoiser.channels, "--data", args.max_images)
-    sigmas = args.sigma or [25.0]
-    rows = evaluate(denoiser, images, sigmas, args.seed, args.save_images, progress=not args.quiet)
+    model = noise_model(args.noise, "--noise")
+    sigmas = args.sigma or [DEFAULT_LEVELS[args.noise]]
+    for sigma in sigmas:
+        model.check_level(sigma, "--sigma")
+    rows = evaluate(denoiser, images, sigmas, args.seed, args.save_images, progress=not args.quiet, noise=args.noise)
     summary = summarize(rows)
+    label = model.level_name if args.noise == "gaussian" else f"{args.noise} {model.level_name}"
     for sigma, s in summary.items():
-        print(f"sigma {sigma:>5}: PSNR {s['psnr']:.2f} dB  SSIM {s['ssim']:.4f}  "
+        print(f"{label} {sigma:>5}: PSNR {s['psnr']:.2f} dB  SSIM {s['ssim']:.4f}  "
               f"(noisy {s['psnr_noisy']:.2f} dB)  {s['images']} images  {args.data}")
     if args.csv:
         write_csv(rows, args.csv)
     if args.json:
-        write_json({"data": str(args.data), "seed": args.seed, "model": denoiser.arch.to_dict(), "summary": summary,
-                    "images": rows}, args.json)
+        write_json({"data": str(args.data), "noise": args.noise, "seed": args.seed, "model": denoiser.arch.to_dict(),
+                    "summary": summary, "images": rows}, args.json)
     return 0
 
 
@@ -364,12 +373,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "of compilation")
 
     p = sub.add_parser("eval", help="PSNR/SSIM on a test folder with the literature's protocol",
-                       description="Evaluate on a folder of clean images: seeded Gaussian noise per image, "
+                       description="Evaluate on a folder of clean images: seeded noise per image (Gaussian "
+                                   "unless --noise says otherwise), "
                                    "output clipped and rounded to 8 bits, PSNR and SSIM without border crop.")
     add_model_args(p)
     p.add_argument("--data", required=True, help="folder of clean test images (e.g. $R3L_DATA/BSD68)")
     p.add_argument("--sigma", type=_positive_float, action="append",
-                   help="noise level on the 0-255 scale (repeatable; default 25)")
+                   help="noise level (repeatable): sigma on the 0-255 scale for gaussian, spatial_gaussian (its "
+                        "largest sigma) and mixed; the peak for poisson; the density for salt_pepper (defaults: "
+                        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LEVELS.items()) + ")")
+    p.add_argument("--noise", choices=list(DEFAULT_LEVELS), default="gaussian",
+                   help="noise model (default gaussian, the literature's protocol; see docs/noise.md)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed (default 0)")
     p.add_argument("--max-images", type=_non_negative_int, default=0, help="first N images only (0: all)")
     p.add_argument("--csv", help="write per-image results to this CSV file")

@@ -45,10 +45,13 @@ class EnvConfig:
     """The task. For denoising, σ and the action step are on the 0–255 scale."""
 
     name: str = "residual_denoise"
-    """A registered task (``residual_denoise``) or a dotted path to a user's task class,
-    ``package.module:Class`` (see :mod:`r3l.tasks`)."""
+    """A registered task (``residual_denoise``: R3L's residual actions; ``pixelrl_denoise``: pixelRL's 9 filter
+    actions) or a dotted path to a user's task class, ``package.module:Class`` (see docs/custom-tasks.md)."""
     sigma: float | list[float] = 25.0
-    """Noise level; a pair ``[lo, hi]`` draws a σ per image uniformly from that range."""
+    """Noise level: σ on the 0–255 scale for the Gaussian noise models, the peak for ``poisson``, the density for
+    ``salt_pepper``; a pair ``[lo, hi]`` draws a level per image uniformly from that range (blind training)."""
+    noise: Literal["gaussian", "poisson", "salt_pepper", "spatial_gaussian", "mixed"] = "gaussian"
+    """The noise model of the denoising tasks (:mod:`r3l.tasks.noise` defines each)."""
     n_actions: int = positive(27)
     action_step: float = positive(1.0)
     """Each action adds ``(k - n_actions // 2) * action_step / 255``."""
@@ -136,8 +139,9 @@ class DataConfig:
     rotate_prob: float = unit_interval(0.5)
     rotate_degrees: float = non_negative(10.0)
     workers: int = non_negative(2)
-    val_sigma: float = non_negative(0.0)
-    """σ for validation; 0 uses the training σ (the middle of a range)."""
+    val_sigma: float | list[float] = non_negative(0.0)
+    """Noise level(s) for validation: one, or a list (the mean PSNR over them picks ``best``, and each is logged);
+    0 uses the training level (the middle of a range)."""
     val_max_images: int = non_negative(0)
     """Validate on the first N images only; 0 uses all."""
     val_seed: int = non_negative(0)
@@ -372,6 +376,14 @@ def _validate(cfg: Config) -> None:
             raise R3LError(f"config key env.sigma: a range must be [low, high] with 0 <= low <= high, got {sigma}")
     elif sigma < 0:
         raise R3LError(f"config key env.sigma: must not be negative, got {sigma}")
+    from r3l.tasks.noise import noise_model
+
+    model = noise_model(cfg.env.noise, "config key env.noise")
+    for level in sigma if isinstance(sigma, list) else [sigma]:
+        model.check_level(level, "config key env.sigma")
+    for level in cfg.data.val_sigma if isinstance(cfg.data.val_sigma, list) else [cfg.data.val_sigma]:
+        if level:
+            model.check_level(level, "config key data.val_sigma")
     if cfg.env.n_actions % 2 == 0:
         raise R3LError(f"config key env.n_actions: must be odd so that one action means 'no change', got {cfg.env.n_actions}")
     if not cfg.data.train.strip():

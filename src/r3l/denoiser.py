@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from r3l.io.checkpoint import load_checkpoint, load_weights
-from r3l.tasks.denoise import ResidualDenoiseEnv
+from r3l.tasks import task_class
 from r3l.models.networks import ActorCritic, dncnn_from_weights
 from r3l.models.spec import ArchSpec, build_network
 from r3l.algos.optim import autocast
@@ -69,8 +69,8 @@ class Denoiser:
         self.channels = arch.channels
         self.env = None
         if arch.entry.policy:
-            # Inference applies the task's transition alone (no ground truth): the residual actions of the spec.
-            self.env = ResidualDenoiseEnv(n_actions=arch.n_actions, action_step=arch.action_step, steps=arch.steps)
+            # Inference applies the task's transition alone (no ground truth, no degradation).
+            self.env = task_class(arch.task).from_spec(arch)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
@@ -98,14 +98,13 @@ class Denoiser:
         return cls.from_checkpoint(find_model(name).path, device, precision, compile, **options)
 
     def _step(self, state: torch.Tensor) -> torch.Tensor:
-        """One R3L step: the argmax action's residual (greedy), or the policy's mean residual (expected)."""
+        """One policy step: the argmax action (greedy), or the next state averaged over the policy (expected: for
+        R3L, the mean residual)."""
         with autocast(self.device, self.precision):
             logits = self.forward(state)
         if self.decoding == "greedy":
             return self.env.transition(state, logits.argmax(dim=2))
-        probs = torch.softmax(logits.float(), dim=2)
-        values = self.env.residual(torch.arange(self.env.n_actions, device=state.device))
-        return state + (probs * values.view(1, 1, -1, 1, 1)).sum(dim=2)
+        return self.env.expected_transition(state, torch.softmax(logits.float(), dim=2))
 
     @torch.no_grad()
     def trajectory(self, noisy: torch.Tensor) -> list[torch.Tensor]:
@@ -122,7 +121,8 @@ class Denoiser:
         one pass times the number of recurrent passes. Tiles overlap by this much, so tiling changes nothing."""
         per_pass = sum(m.dilation[0] * (m.kernel_size[0] // 2) for name, m in self.net.named_modules()
                        if isinstance(m, nn.Conv2d) and not name.startswith("value."))
-        return per_pass * self.arch.steps
+        reach = self.env.reach if self.env is not None else 0  # pixels a transition itself reads (filters)
+        return (per_pass + reach) * self.arch.steps
 
     def _run_once(self, x: torch.Tensor) -> torch.Tensor:
         if self.env is not None:

@@ -26,6 +26,7 @@ from torch import nn
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
 from r3l.io.files import ensure_folder
+from r3l.tasks.denoise import ResidualDenoiseEnv
 
 ONNX_OPSET = 18
 """The opset of exported ONNX files (PyTorch's exporter writes 18 or later; onnxruntime runs it from 1.14)."""
@@ -41,6 +42,9 @@ class InferenceProgram(nn.Module):
         self.decoding, self.self_ensemble = denoiser.decoding, denoiser.self_ensemble
         if self.policy:
             env = denoiser.env
+            if not isinstance(env, ResidualDenoiseEnv):
+                raise R3LError(f"export covers R3L's residual actions; this policy's task is {denoiser.arch.task} "
+                               "(run it with r3l denoise instead)")
             self.steps = steps or env.steps
             residuals = env.residual(torch.arange(env.n_actions))
             self.register_buffer("residuals", residuals.view(1, 1, -1, 1, 1), persistent=False)

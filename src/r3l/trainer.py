@@ -104,6 +104,7 @@ class Trainer:
         self.train_images = load_images(cfg.data.train, cfg.model.channels, "data.train")
         check_crop(self.train_images, cfg.data.crop)
         self.val_images: list[NamedImage] = []
+        self.val_by_sigma: dict[str, float] = {}
         if cfg.data.val:
             self.val_images = load_images(cfg.data.val, cfg.model.channels, "data.val", cfg.data.val_max_images)
 
@@ -188,9 +189,18 @@ class Trainer:
             info["loss_scale"] = self.precision.loss_scale.state_dict()
         return Checkpoint(self.arch, self.net.state_dict(), self.cfg.to_dict(), episode, info, state, groups)
 
-    def validate(self) -> float:
+    def val_sigmas(self) -> list[float]:
+        """The validation noise levels: ``data.val_sigma`` (one or a list), else the training level (the middle of
+        a range)."""
         cfg = self.cfg
-        sigma = cfg.data.val_sigma or (sum(cfg.env.sigma) / 2 if isinstance(cfg.env.sigma, list) else cfg.env.sigma)
+        given = cfg.data.val_sigma if isinstance(cfg.data.val_sigma, list) else [cfg.data.val_sigma]
+        if any(given):
+            return [float(s) for s in given]
+        return [sum(cfg.env.sigma) / 2 if isinstance(cfg.env.sigma, list) else cfg.env.sigma]
+
+    def validate(self) -> float:
+        """The mean validation PSNR over :meth:`val_sigmas` (each level's is in :attr:`val_by_sigma`)."""
+        cfg = self.cfg
         self.net.eval()
         denoiser = Denoiser(self.net, self.arch, self.device, channels_last=self.channels_last)
         # Validation batches are whole images, shapes the training crops never have: with cuDNN autotuning on,
@@ -202,9 +212,11 @@ class Trainer:
         with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
                                         deterministic=torch.backends.cudnn.deterministic,
                                         allow_tf32=torch.backends.cudnn.allow_tf32):
-            rows = self.world.gather(evaluate(denoiser, mine, [sigma], cfg.data.val_seed, progress=False))
+            rows = self.world.gather(evaluate(denoiser, mine, self.val_sigmas(), cfg.data.val_seed, progress=False,
+                                              noise=cfg.env.noise))
         self.net.train()
-        return next(iter(summarize(rows).values()))["psnr"]
+        self.val_by_sigma = {sigma: s["psnr"] for sigma, s in summarize(rows).items()}
+        return float(np.mean(list(self.val_by_sigma.values())))
 
     def run_episode(self, episode: int, clean: torch.Tensor, generator: torch.Generator) -> dict:
         """One episode of the algorithm (a rollout and PPO update, or a supervised step); diagnostics stay on
@@ -274,7 +286,9 @@ class Trainer:
                     val_start = time.perf_counter()
                     psnr = self.validate()
                     if main:
-                        logger.log(done, {"val/psnr": psnr, "time/val_s": time.perf_counter() - val_start})
+                        per_sigma = ({f"val/psnr_sigma{k}": v for k, v in self.val_by_sigma.items()}
+                                     if len(self.val_by_sigma) > 1 else {})
+                        logger.log(done, {"val/psnr": psnr, **per_sigma, "time/val_s": time.perf_counter() - val_start})
                     last["val/psnr"] = psnr
                     if psnr > self.best_psnr:
                         self.best_psnr = psnr

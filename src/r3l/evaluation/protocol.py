@@ -1,8 +1,10 @@
 """The literature's evaluation protocol.
 
 For each test image and σ: noise from a seed fixed per image (:func:`r3l.io.data.noise_for`), added without
-clipping; the output clipped to [0, 1] and rounded to 8 bits; PSNR and SSIM against the 8-bit clean image,
-no border crop. Images of the same size are denoised together in one batch.
+clipping (the other noise models of :mod:`r3l.tasks.noise` are seeded the same way, see
+:func:`r3l.io.data.noisy_version`); the output clipped to [0, 1] and rounded to 8 bits; PSNR and SSIM against
+the 8-bit clean image, no border crop; on colour images both over all three channels together (PSNR from the
+mean squared error over R, G and B, as CBSD68 and Kodak24 results are reported). Images of the same size are denoised together in one batch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from r3l.io.files import atomic_write_bytes
 from r3l.io.images import write_image
 from r3l.evaluation.metrics import psnr, ssim, to_uint8
 
-FIELDS = ("image", "sigma", "psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds", "noisy_sha256")
+FIELDS = ("image", "noise", "sigma", "psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds", "noisy_sha256")
 METRICS = ("psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds")
 
 
@@ -50,8 +52,12 @@ def evaluate(
     done: dict[tuple[str, float], dict] | None = None,
     on_rows: Callable[[list[dict]], None] | None = None,
     desc: str = "eval",
+    noise: str = "gaussian",
 ) -> list[dict]:
     """Per-image results (rows with :data:`FIELDS`) for every σ, in image order.
+
+    ``noise`` names the noise model (:mod:`r3l.tasks.noise`); ``sigmas`` are its levels (σ for the Gaussian
+    models, the peak for ``poisson``, the density for ``salt_pepper``).
 
     ``denoise`` maps ``(B, C, H, W)`` float noisy images to estimates (clipped or not; they are clipped here).
     ``done`` holds rows already computed, keyed by ``(image, σ)``: they are reused, not recomputed.
@@ -77,7 +83,7 @@ def evaluate(
                 continue
             new_rows = []
             clean = [images[i].float for i in group]
-            noisy = np.stack([noisy_version(c, images[i].name, sigma, seed) for c, i in zip(clean, group)])
+            noisy = np.stack([noisy_version(c, images[i].name, sigma, seed, noise) for c, i in zip(clean, group)])
             batch = torch.from_numpy(noisy).permute(0, 3, 1, 2)
             start = time.perf_counter()
             out = denoise(batch)
@@ -88,7 +94,7 @@ def evaluate(
                 est8 = to_uint8(out[k].permute(1, 2, 0).numpy())
                 noisy8 = to_uint8(noisy[k])
                 new_rows.append({
-                    "image": images[i].name, "sigma": sigma,
+                    "image": images[i].name, "noise": noise, "sigma": sigma,
                     "psnr": psnr(est8, clean8), "ssim": ssim(est8, clean8),
                     "psnr_noisy": psnr(noisy8, clean8), "ssim_noisy": ssim(noisy8, clean8),
                     "seconds": seconds, "noisy_sha256": hashlib.sha256(noisy[k].tobytes()).hexdigest()[:16],

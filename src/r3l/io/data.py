@@ -176,6 +176,24 @@ def noise_for(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def noisy_version(image: np.ndarray, name: str, sigma: float, seed: int) -> np.ndarray:
-    """``image + σ/255 · n`` with the seeded noise of :func:`noise_for`; not clipped."""
-    return image + noise_for(name, image.shape, seed) * np.float32(sigma / 255.0)
+def noisy_version(image: np.ndarray, name: str, sigma: float, seed: int, noise: str = "gaussian") -> np.ndarray:
+    """The test image ``name`` degraded at level ``sigma`` by the noise model ``noise``, the same for every method
+    and run; not clipped.
+
+    Gaussian noise is ``image + σ/255 · n`` with the seeded noise of :func:`noise_for` (the literature's
+    protocol). The other models (:mod:`r3l.tasks.noise`) draw from a CPU torch generator seeded, as that noise,
+    by the seed and the image's name.
+    """
+    if noise == "gaussian":
+        return image + noise_for(name, image.shape, seed) * np.float32(sigma / 255.0)
+    import zlib
+
+    from r3l.tasks.noise import noise_model
+
+    model = noise_model(noise, "noise")
+    model.check_level(sigma, "noise level")
+    state = np.random.SeedSequence([seed, zlib.crc32(name.encode()), 1]).generate_state(1, np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(state >> np.uint64(1)))
+    clean = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    level = torch.full((1, 1, 1, 1), float(sigma))
+    return model.apply(clean, level, generator)[0].permute(1, 2, 0).contiguous().numpy()

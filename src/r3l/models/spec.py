@@ -21,7 +21,8 @@ class ArchSpec:
     """Everything needed to rebuild a network and its inference rule.
 
     ``steps`` is the number of recurrent passes at inference (R3L's actions, R3N's updates; 1 for a one-pass
-    network); ``n_actions`` and ``action_step`` (0–255 scale) describe a policy's residual actions.
+    network); ``n_actions`` and ``action_step`` (0–255 scale) describe a policy's actions, and ``task`` names the
+    task whose transition applies them (``env.name``: a registered task or a dotted path).
     """
 
     name: str
@@ -32,6 +33,7 @@ class ArchSpec:
     steps: int = 1
     depth: int = 17
     head_init: str = "kaiming"
+    task: str = "residual_denoise"
 
     @property
     def entry(self) -> "ModelEntry":
@@ -58,7 +60,7 @@ class ArchSpec:
         entry = MODELS[value["name"]]
         for key in entry.fields:
             if key not in kept:
-                if key in ("head_init", "depth"):  # older checkpoints left these at their defaults
+                if key in ("head_init", "depth", "task"):  # older checkpoints left these at their defaults
                     continue
                 raise R3LError(f"{where}.{key} is missing for a {value['name']} model")
             check_arch_field(key, kept[key], where)
@@ -70,8 +72,8 @@ def check_arch_field(key: str, value: Any, where: str = "arch") -> None:
     def bad(expected: str) -> R3LError:
         return R3LError(f"{where}.{key} = {value!r} is invalid, expected {expected}")
 
-    if key == "head_init":
-        if not isinstance(value, str):
+    if key in ("head_init", "task"):
+        if not isinstance(value, str) or not value:
             raise bad("a string")
         return
     if key == "action_step":
@@ -122,7 +124,8 @@ def spec_from_config(cfg) -> ArchSpec:
     """The spec a training config describes: ``model.*`` with the task's action set (``env.*``)."""
     m, env = cfg.model, cfg.env
     full = {"name": m.name, "channels": m.channels, "features": m.features, "n_actions": env.n_actions,
-            "action_step": env.action_step, "steps": env.steps, "depth": m.depth, "head_init": m.head_init}
+            "action_step": env.action_step, "steps": env.steps, "depth": m.depth, "head_init": m.head_init,
+            "task": env.name}
     entry = model_entry(m.name)
     return ArchSpec(**{k: v for k, v in full.items() if k == "name" or k in entry.fields})
 
@@ -140,7 +143,7 @@ def _register_builtin() -> None:
 
     register_model("r3l", ModelEntry(
         lambda s: ActorCritic(s.channels, s.n_actions, s.features, s.head_init),
-        ("channels", "features", "n_actions", "action_step", "steps", "head_init"), "ppo", policy=True))
+        ("channels", "features", "n_actions", "action_step", "steps", "head_init", "task"), "ppo", policy=True))
     register_model("r3n", ModelEntry(
         lambda s: R3N(s.channels, s.features, s.steps, s.head_init),
         ("channels", "features", "steps", "head_init"), "supervised"))

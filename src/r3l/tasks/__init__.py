@@ -2,7 +2,7 @@
 
 ``env.name`` in a config is a registered name (``residual_denoise``) or a dotted path to a user's class,
 ``package.module:Class`` (or ``package.module.Class``), imported when the run starts. A new task is one file
-with a :class:`BatchImageEnv` subclass plus one YAML naming it; see ``docs/architecture.md``.
+with a :class:`BatchImageEnv` subclass plus one YAML naming it; see ``docs/custom-tasks.md``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import importlib
 
 from r3l.errors import R3LError
 from r3l.tasks.base import BatchImageEnv, Episode
-from r3l.tasks.denoise import ResidualDenoiseEnv
+from r3l.tasks.denoise import DenoiseEnv, FilterDenoiseEnv, ResidualDenoiseEnv
 
-TASKS: dict[str, type[BatchImageEnv]] = {"residual_denoise": ResidualDenoiseEnv}
+TASKS: dict[str, type[BatchImageEnv]] = {"residual_denoise": ResidualDenoiseEnv, "pixelrl_denoise": FilterDenoiseEnv}
 
 
 def register_task(name: str, cls: type[BatchImageEnv]) -> None:
@@ -42,4 +42,5 @@ def make_env(cfg) -> BatchImageEnv:
     return task_class(cfg.name).from_config(cfg)
 
 
-__all__ = ["BatchImageEnv", "Episode", "ResidualDenoiseEnv", "TASKS", "make_env", "register_task", "task_class"]
+__all__ = ["BatchImageEnv", "DenoiseEnv", "Episode", "FilterDenoiseEnv", "ResidualDenoiseEnv", "TASKS", "make_env",
+           "register_task", "task_class"]

@@ -31,6 +31,8 @@ class BatchImageEnv(ABC):
 
     n_actions: int
     steps: int
+    reach: int = 0
+    """How many pixels away :meth:`transition` reads (a 5×5 filter: 2); tiled inference widens its margins by it."""
 
     @classmethod
     def from_config(cls, cfg) -> "BatchImageEnv":
@@ -53,6 +55,26 @@ class BatchImageEnv(ABC):
     @abstractmethod
     def reward(self, state: torch.Tensor, next_state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-pixel reward ``(B, C, H, W)`` for moving from ``state`` to ``next_state`` towards ``target``."""
+
+    @classmethod
+    def from_spec(cls, arch) -> "BatchImageEnv":
+        """The task as inference needs it, from a checkpoint's :class:`~r3l.models.spec.ArchSpec`: only
+        :meth:`transition` (and :meth:`candidates`) are used, so no degradation or ground truth is involved. By
+        default ``cls(n_actions=arch.n_actions, steps=arch.steps)``."""
+        return cls(n_actions=arch.n_actions, steps=arch.steps)
+
+    def candidates(self, state: torch.Tensor) -> torch.Tensor | None:
+        """The next state under every action, ``(B, C, A, H, W)``, or ``None`` if the task does not enumerate
+        them. A task that does gets :meth:`expected_transition` (``r3l denoise --decode expected``) and, for
+        denoising, the all-action reward of every action."""
+        return None
+
+    def expected_transition(self, state: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """The next state averaged over the policy's probabilities ``probs`` ``(B, C, A, H, W)``."""
+        candidates = self.candidates(state)
+        if candidates is None:
+            raise NotImplementedError(f"{type(self).__name__} does not enumerate its actions' outcomes")
+        return (probs * candidates).sum(dim=2)
 
     def action_rewards(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
         """The reward every action would earn at every pixel from ``state``: ``(B, C, A, H, W)``, or ``None``.

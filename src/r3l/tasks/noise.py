@@ -1,0 +1,124 @@
+"""Noise models: how the denoising tasks corrupt a clean image, on the device, for a whole batch.
+
+Each model has one *level* per image (``level`` ``(B, 1, 1, 1)``), the number a config's ``env.sigma`` and
+``r3l eval --sigma`` give:
+
+- ``gaussian``: additive white Gaussian noise of standard deviation σ = level (0–255 scale);
+- ``poisson``: photon (shot) noise at a ``peak`` = level: ``Poisson(x · peak) / peak``, so the noise variance at
+  intensity x is x / peak (a lower peak is noisier);
+- ``salt_pepper``: each value is replaced, with probability ``density`` = level (in [0, 1]), by 0 or 1 with equal
+  odds (independently per channel);
+- ``spatial_gaussian``: Gaussian noise whose σ varies smoothly over the image from 0 to level: σ(x, y) = level ·
+  m(x, y), with m a 4 × 4 grid of uniform [0, 1] values bilinearly upsampled to the image (a new grid per image);
+- ``mixed``: a real-world-like mixture: signal-dependent Gaussian noise (shot plus read noise) of variance
+  ``(level / 255)² · (0.25 + 1.5 · x)`` — at mid-gray x = 0.5 its σ equals the level, dark pixels get half of it —
+  plus impulses (salt and pepper) with density ``0.02 · level / 255``.
+
+Results are not clipped (as the literature's Gaussian protocol), except where the model itself bounds them
+(salt and pepper's 0 and 1; Poisson counts are non-negative).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+
+from r3l.errors import R3LError
+
+
+class NoiseModel(ABC):
+    """A degradation with one level per image."""
+
+    name: str
+    level_name: str = "sigma"
+    """What the level means (shown in messages and docs)."""
+
+    def check_level(self, level: float, key: str) -> None:
+        """An error naming ``key`` if ``level`` is outside this model's range."""
+        if level < 0:
+            raise R3LError(f"{key}: the {self.name} noise {self.level_name} must not be negative, got {level:g}")
+
+    @abstractmethod
+    def apply(self, clean: torch.Tensor, level: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """``clean`` ``(B, C, H, W)`` in [0, 1] corrupted at ``level`` ``(B, 1, 1, 1)``."""
+
+
+def _normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(like.shape, device=like.device, dtype=like.dtype, generator=generator)
+
+
+def _uniform(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(like.shape, device=like.device, dtype=like.dtype, generator=generator)
+
+
+class Gaussian(NoiseModel):
+    name = "gaussian"
+
+    def apply(self, clean, level, generator):
+        return clean + _normal(clean, generator) * (level / 255.0)
+
+
+class Poisson(NoiseModel):
+    name, level_name = "poisson", "peak"
+
+    def check_level(self, level, key):
+        if not level > 0:
+            raise R3LError(f"{key}: the poisson noise peak must be positive, got {level:g}")
+
+    def apply(self, clean, level, generator):
+        rate = clean.float().clamp_min(0.0) * level
+        return (torch.poisson(rate, generator=generator) / level).to(clean.dtype)
+
+
+def _impulses(clean: torch.Tensor, density: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    hit = _uniform(clean, generator) < density
+    salt = _uniform(clean, generator) < 0.5
+    return torch.where(hit, salt.to(clean.dtype), clean)
+
+
+class SaltPepper(NoiseModel):
+    name, level_name = "salt_pepper", "density"
+
+    def check_level(self, level, key):
+        if not 0.0 <= level <= 1.0:
+            raise R3LError(f"{key}: the salt_pepper noise density must lie in [0, 1], got {level:g}")
+
+    def apply(self, clean, level, generator):
+        return _impulses(clean, level, generator)
+
+
+class SpatialGaussian(NoiseModel):
+    name = "spatial_gaussian"
+    grid = 4
+    """The σ map is a ``grid × grid`` random field upsampled to the image."""
+
+    def sigma_map(self, clean: torch.Tensor, level: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """σ per pixel, ``(B, 1, H, W)``, on the 0–255 scale."""
+        b, _, h, w = clean.shape
+        coarse = torch.rand((b, 1, self.grid, self.grid), device=clean.device, generator=generator)
+        field = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
+        return field.to(clean.dtype) * level
+
+    def apply(self, clean, level, generator):
+        return clean + _normal(clean, generator) * (self.sigma_map(clean, level, generator) / 255.0)
+
+
+class Mixed(NoiseModel):
+    name = "mixed"
+    impulse_fraction = 0.02
+
+    def apply(self, clean, level, generator):
+        sigma = (level / 255.0) * (0.25 + 1.5 * clean.clamp(0.0, 1.0)).sqrt()
+        noisy = clean + _normal(clean, generator) * sigma
+        return _impulses(noisy, self.impulse_fraction * level / 255.0, generator)
+
+
+NOISES: dict[str, NoiseModel] = {m.name: m for m in (Gaussian(), Poisson(), SaltPepper(), SpatialGaussian(), Mixed())}
+
+
+def noise_model(name: str, key: str = "env.noise") -> NoiseModel:
+    if name not in NOISES:
+        raise R3LError(f"{key}: {name!r} is not one of {', '.join(NOISES)}")
+    return NOISES[name]
