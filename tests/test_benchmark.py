@@ -17,13 +17,17 @@ from r3l.models.networks import R3N, ActorCritic
 
 @pytest.fixture
 def small_benchmark(tmp_path):
-    """Three 64×64 crops of Set12 images, tiny untrained R3L and R3N checkpoints, BM3D and the noisy input."""
+    """Three 64×64 crops of Set12 images, tiny untrained R3L, pixelRL and R3N checkpoints, BM3D and the noisy
+    input."""
     data = tmp_path / "set12"
     for name in ("01", "02", "05"):
         image, _ = read_image(DATASETS / "Set12" / f"{name}.png")
         write_image(data / f"{name}.png", image[96:160, 96:160])
     r3l_arch = {"name": "r3l", "channels": 1, "features": 8, "n_actions": 27, "action_step": 1.0, "steps": 6}
     save_checkpoint(tmp_path / "r3l.safetensors", Checkpoint(r3l_arch, ActorCritic(1, 27, 8, "small").state_dict()))
+    pixelrl_arch = {**r3l_arch, "n_actions": 9, "steps": 5, "task": "pixelrl_denoise"}
+    save_checkpoint(tmp_path / "pixelrl.safetensors",
+                    Checkpoint(pixelrl_arch, ActorCritic(1, 9, 8, "kaiming").state_dict()))
     r3n_arch = {"name": "r3n", "channels": 1, "features": 8, "steps": 6, "head_init": "small"}
     save_checkpoint(tmp_path / "r3n.safetensors", Checkpoint(r3n_arch, R3N(1, 8, 6, "small").state_dict()))
     cfg = {
@@ -33,6 +37,7 @@ def small_benchmark(tmp_path):
         "methods": [
             {"name": "R3L", "checkpoint": str(tmp_path / "r3l.safetensors")},
             {"name": "R3N", "checkpoint": str(tmp_path / "r3n.safetensors")},
+            {"name": "pixelRL", "checkpoint": str(tmp_path / "pixelrl.safetensors")},
             {"name": "DnCNN", "dncnn_weights": str(DNCNN_WEIGHTS)},
             {"name": "BM3D", "bm3d": True},
             {"name": "Noisy", "noisy": True},
@@ -52,7 +57,7 @@ def test_benchmark_outputs_agree_and_rerun_uses_caches(small_benchmark, monkeypa
 
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 5 * 2 * 3
+    assert len(rows) == 6 * 2 * 3
     means = defaultdict(list)
     hashes = defaultdict(set)
     for r in rows:
@@ -117,10 +122,14 @@ def test_bad_benchmark_configs(tmp_path, text, message):
         load_benchmark_config(path)
 
 
-@pytest.mark.parametrize("name", ["paper_sigma25", "paper_sigma35"])
-def test_shipped_benchmark_configs_parse(name):
+@pytest.mark.parametrize("name,methods", [
+    ("paper_sigma25", ["R3L", "R3N", "DnCNN", "BM3D", "Noisy"]),
+    ("paper_sigma35", ["R3L", "R3N", "DnCNN", "BM3D", "Noisy"]),
+    ("pixelrl_vs_r3l", ["R3L", "pixelRL", "BM3D", "Noisy"]),
+])
+def test_shipped_benchmark_configs_parse(name, methods):
     from conftest import ROOT
 
     cfg = load_benchmark_config(ROOT / "benchmarks" / f"{name}.yaml")
-    assert [m.name for m in cfg.methods] == ["R3L", "R3N", "DnCNN", "BM3D", "Noisy"]
+    assert [m.name for m in cfg.methods] == methods
     assert len(cfg.sigmas) == 5 and cfg.sigma_train in (25, 35)

@@ -19,7 +19,10 @@ def test_presets_and_overrides():
 
 
 @pytest.mark.parametrize("name", ["r3l_gray_sigma25", "r3l_gray_sigma35", "seed_preset_sigma25", "demo",
-                                  "r3n_gray_sigma25", "r3n_gray_sigma35", "dncnn_gray_sigma25", "dncnn_gray_sigma35"])
+                                  "r3n_gray_sigma25", "r3n_gray_sigma35", "dncnn_gray_sigma25", "dncnn_gray_sigma35",
+                                  "r3l_color_sigma25", "r3l_gray_blind", "r3l_color_blind", "r3l_gray_poisson",
+                                  "r3l_gray_spatial", "r3l_gray_mixed", "pixelrl_gray_sigma25",
+                                  "pixelrl_gray_salt_pepper"])
 def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert cfg.name == name

@@ -153,3 +153,51 @@ def test_the_web_page_offers_installed_models(registry, monkeypatch):
     monkeypatch.setattr("r3l.models.zoo.PACKAGE_FOLDER", root / "none")
     with pytest.raises(R3LError, match="no model to serve"):
         model_loaders([], [], "cpu")
+
+
+def _constant_policy(channels: int, action: int, path):
+    """An R3L checkpoint whose policy picks ``action`` at every pixel (no training needed)."""
+    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.spec import ArchSpec
+
+    spec = ArchSpec("r3l", channels=channels, features=8, n_actions=27, action_step=1.0, steps=6)
+    net = build_network(spec)
+    with torch.no_grad():
+        net.policy[-1].weight.zero_()
+        net.policy[-1].bias.copy_(torch.where(torch.arange(27) == action, 10.0, 0.0).repeat(channels))
+    save_checkpoint(path, Checkpoint(spec, net.state_dict(), {}, 0, {}))
+
+
+def test_denoise_picks_the_model_that_fits_the_input(tmp_path, monkeypatch, capsys):
+    """Without --model, gray images go to the gray default and colour images to the colour default when it is
+    installed (told apart here by what they do: the 'gray' model brightens by 6 × 13 levels, the colour one keeps
+    the image); without a colour model, the gray one denoises each channel."""
+    from r3l.models.zoo import DEFAULT_COLOUR_MODEL, ModelCard, SubsetCheck
+    from r3l.io.files import write_json
+
+    models = tmp_path / "models"
+    for name, channels, action in ((DEFAULT_MODEL, 1, 26), (DEFAULT_COLOUR_MODEL, 3, 13)):
+        _constant_policy(channels, action, models / f"{name}.safetensors")
+        card = ModelCard(name, "test", {"name": "r3l", "channels": channels}, 25.0,
+                         SubsetCheck("BSD68", [], 25.0, 0, 0.0))
+        write_json(card.to_dict(), models / f"{name}.json")
+    monkeypatch.setenv("R3L_MODELS", str(models))
+    monkeypatch.setattr("r3l.models.zoo.PACKAGE_FOLDER", tmp_path / "none")
+    gray = np.full((8, 9), 100, np.uint8)
+    colour = np.dstack([np.full((8, 9), v, np.uint8) for v in (30, 120, 200)])
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    Image.fromarray(colour).save(tmp_path / "c.png")
+    out = tmp_path / "out"
+    assert main(["denoise", str(tmp_path / "g.png"), str(tmp_path / "c.png"), "--out-dir", str(out),
+                 "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert f"{DEFAULT_MODEL} (1)" in said and f"{DEFAULT_COLOUR_MODEL} (1)" in said
+    assert np.array_equal(np.asarray(Image.open(out / "g.png")), gray + 78)
+    assert np.array_equal(np.asarray(Image.open(out / "c.png")), colour)
+    assert Denoiser.pretrained(channels=3, device="cpu").channels == 3
+    assert Denoiser.pretrained(device="cpu").channels == 1
+
+    (models / f"{DEFAULT_COLOUR_MODEL}.json").unlink()
+    assert main(["denoise", str(tmp_path / "c.png"), "-o", str(out / "c2.png"), "--device", "cpu"]) == 0
+    assert f"{DEFAULT_MODEL} (1)" in capsys.readouterr().out
+    assert np.array_equal(np.asarray(Image.open(out / "c2.png")), np.minimum(colour.astype(int) + 78, 255))

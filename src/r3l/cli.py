@@ -75,9 +75,9 @@ def _check_model_args(args: argparse.Namespace) -> None:
         raise R3LError(f"--decode {args.decode} applies to R3L policies, not to --model dncnn")
 
 
-def _load_denoiser(args: argparse.Namespace):
-    """--checkpoint, KAIR's DnCNN (--model dncnn --weights), or a registry model (--model NAME, default the
-    gray σ-25 R3L)."""
+def _load_denoiser(args: argparse.Namespace, channels: int = 1):
+    """--checkpoint, KAIR's DnCNN (--model dncnn --weights), or a registry model (--model NAME; without one,
+    the default model for images of ``channels`` channels)."""
     from r3l.denoiser import Denoiser
 
     _check_model_args(args)
@@ -87,7 +87,35 @@ def _load_denoiser(args: argparse.Namespace):
     options["decoding"] = args.decode
     if args.checkpoint:
         return Denoiser.from_checkpoint(args.checkpoint, args.device, **options)
-    return Denoiser.pretrained(args.model, args.device, **options)
+    return Denoiser.pretrained(args.model, args.device, channels=channels, **options)
+
+
+class _Denoisers:
+    """The denoiser for each image of ``r3l denoise``: the one named, or the default model that fits the image
+    (gray or colour), each loaded once."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.fixed = bool(args.checkpoint or args.model)
+        self.first = _load_denoiser(args)  # a clear error before any work if no model can be loaded
+        self.first_name = args.model or str(args.checkpoint)
+        if not self.fixed:
+            from r3l.models.zoo import default_model
+
+            self.first_name = default_model(1).name
+        self.loaded = {self.first_name: self.first}
+
+    def __call__(self, image) -> tuple[object, str]:
+        """The denoiser for ``image`` and its model's name."""
+        if self.fixed:
+            return self.first, self.first_name
+        from r3l.models.zoo import default_model
+
+        channels = 3 if image.ndim == 3 and image.shape[2] >= 3 else 1
+        name = default_model(channels).name
+        if name not in self.loaded:
+            self.loaded[name] = _load_denoiser(self.args, channels)
+        return self.loaded[name], name
 
 
 #: The level ``r3l eval`` uses when no --sigma is given, per noise model.
@@ -96,6 +124,7 @@ DEFAULT_LEVELS = {"gaussian": 25.0, "poisson": 30.0, "salt_pepper": 0.1, "spatia
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from r3l.io.data import load_images
+    from r3l.tasks import DenoiseEnv
     from r3l.tasks.noise import noise_model
     from r3l.evaluation.protocol import evaluate, summarize, write_csv
     from r3l.io.files import write_json
@@ -106,16 +135,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sigmas = args.sigma or [DEFAULT_LEVELS[args.noise]]
     for sigma in sigmas:
         model.check_level(sigma, "--sigma")
-    rows = evaluate(denoiser, images, sigmas, args.seed, args.save_images, progress=not args.quiet, noise=args.noise)
-    summary = summarize(rows)
     label = model.level_name if args.noise == "gaussian" else f"{args.noise} {model.level_name}"
+    noise, degrade = args.noise, None
+    if denoiser.env is not None and not isinstance(denoiser.env, DenoiseEnv):
+        # another task (docs/custom-tasks.md): its own start state, seeded per image, replaces the noise
+        noise, degrade, label = denoiser.arch.task, denoiser.env.test_input, denoiser.arch.task
+    rows = evaluate(denoiser, images, sigmas, args.seed, args.save_images, progress=not args.quiet, noise=noise,
+                    degrade=degrade)
+    summary = summarize(rows)
     for sigma, s in summary.items():
-        print(f"{label} {sigma:>5}: PSNR {s['psnr']:.2f} dB  SSIM {s['ssim']:.4f}  "
-              f"(noisy {s['psnr_noisy']:.2f} dB)  {s['images']} images  {args.data}")
+        print(f"{label if degrade else f'{label} {sigma:>5}'}: PSNR {s['psnr']:.2f} dB  SSIM {s['ssim']:.4f}  "
+              f"({'input' if degrade else 'noisy'} {s['psnr_noisy']:.2f} dB)  {s['images']} images  {args.data}")
     if args.csv:
         write_csv(rows, args.csv)
     if args.json:
-        write_json({"data": str(args.data), "noise": args.noise, "seed": args.seed, "model": denoiser.arch.to_dict(),
+        write_json({"data": str(args.data), "noise": noise, "seed": args.seed, "model": denoiser.arch.to_dict(),
                     "summary": summary, "images": rows}, args.json)
     return 0
 
@@ -180,15 +214,19 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     _check_model_args(args)
     pairs = _outputs(args)
     explain_dirs = _explain_dirs(args, pairs)
-    denoiser = _load_denoiser(args)
-    if args.explain and denoiser.env is None:
-        raise R3LError(f"--explain needs an R3L checkpoint; this model is {denoiser.arch.name} (nothing written)")
-    failed = 0
+    denoisers = _Denoisers(args)
+    if args.explain and denoisers.first.env is None:
+        raise R3LError(f"--explain needs an R3L checkpoint; this model is {denoisers.first.arch.name} "
+                       "(nothing written)")
+    failed, used = 0, {}
     for (src, dst), explain_dir in zip(pairs, explain_dirs):
         try:
             image, alpha, info = read_image_with_alpha(src)
             output_bits(dst, info.bits)
+            denoiser, name = denoisers(image)
             out = denoiser.denoise(image)
+            if not denoisers.fixed:  # the default model that fits each image: say which
+                used[name] = used.get(name, 0) + 1
             write_image(dst, out, bits=info.bits, alpha=alpha)
             if explain_dir is not None:
                 from r3l.evaluation.explain import explain
@@ -200,7 +238,9 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             failed += 1
             print(f"r3l: warning: skipped {exc}", file=sys.stderr)
     done = len(pairs) - failed
-    print(f"denoised {done} of {len(pairs)} image(s)" + (f"; {failed} failed" if failed else ""))
+    models = ", ".join(f"{name} ({count})" for name, count in used.items())
+    print(f"denoised {done} of {len(pairs)} image(s)" + (f" with {models}" if used else "")
+          + (f"; {failed} failed" if failed else ""))
     return 1 if failed else 0
 
 
@@ -383,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "largest sigma) and mixed; the peak for poisson; the density for salt_pepper (defaults: "
                         + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LEVELS.items()) + ")")
     p.add_argument("--noise", choices=list(DEFAULT_LEVELS), default="gaussian",
-                   help="noise model (default gaussian, the literature's protocol; see docs/noise.md)")
+                   help="noise model (default gaussian, the literature's protocol; see docs/tasks.md)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed (default 0)")
     p.add_argument("--max-images", type=_non_negative_int, default=0, help="first N images only (0: all)")
     p.add_argument("--csv", help="write per-image results to this CSV file")

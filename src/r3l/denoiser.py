@@ -91,11 +91,13 @@ class Denoiser:
 
     @classmethod
     def pretrained(cls, name: str | None = None, device: str | torch.device = "auto", precision: str = "fp32",
-                   compile: bool = False, **options) -> "Denoiser":
-        """A model of r3l's registry by name (``r3l models`` lists them); ``None``: the default gray σ-25 R3L."""
-        from r3l.models.zoo import find_model
+                   compile: bool = False, channels: int = 1, **options) -> "Denoiser":
+        """A model of r3l's registry by name (``r3l models`` lists them); ``None``: the default model for images
+        of ``channels`` channels (the gray σ-25 R3L, or for 3 the colour one when it is installed)."""
+        from r3l.models.zoo import default_model, find_model
 
-        return cls.from_checkpoint(find_model(name).path, device, precision, compile, **options)
+        card = find_model(name) if name else default_model(channels)
+        return cls.from_checkpoint(card.path, device, precision, compile, **options)
 
     def _step(self, state: torch.Tensor) -> torch.Tensor:
         """One policy step: the argmax action (greedy), or the next state averaged over the policy (expected: for

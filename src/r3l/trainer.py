@@ -213,7 +213,7 @@ class Trainer:
                                         deterministic=torch.backends.cudnn.deterministic,
                                         allow_tf32=torch.backends.cudnn.allow_tf32):
             rows = self.world.gather(evaluate(denoiser, mine, self.val_sigmas(), cfg.data.val_seed, progress=False,
-                                              noise=cfg.env.noise))
+                                              noise=cfg.env.noise, degrade=self.env.test_input))
         self.net.train()
         self.val_by_sigma = {sigma: s["psnr"] for sigma, s in summarize(rows).items()}
         return float(np.mean(list(self.val_by_sigma.values())))

@@ -53,11 +53,14 @@ def evaluate(
     on_rows: Callable[[list[dict]], None] | None = None,
     desc: str = "eval",
     noise: str = "gaussian",
+    degrade: Callable[[np.ndarray, str, float, int], np.ndarray] | None = None,
 ) -> list[dict]:
     """Per-image results (rows with :data:`FIELDS`) for every σ, in image order.
 
     ``noise`` names the noise model (:mod:`r3l.tasks.noise`); ``sigmas`` are its levels (σ for the Gaussian
-    models, the peak for ``poisson``, the density for ``salt_pepper``).
+    models, the peak for ``poisson``, the density for ``salt_pepper``). ``degrade(image, name, level, seed)``
+    replaces the noise for other tasks (a task's :meth:`~r3l.tasks.base.BatchImageEnv.test_input`); ``noise``
+    then only labels the rows.
 
     ``denoise`` maps ``(B, C, H, W)`` float noisy images to estimates (clipped or not; they are clipped here).
     ``done`` holds rows already computed, keyed by ``(image, σ)``: they are reused, not recomputed.
@@ -83,7 +86,10 @@ def evaluate(
                 continue
             new_rows = []
             clean = [images[i].float for i in group]
-            noisy = np.stack([noisy_version(c, images[i].name, sigma, seed, noise) for c, i in zip(clean, group)])
+            if degrade is None:
+                noisy = np.stack([noisy_version(c, images[i].name, sigma, seed, noise) for c, i in zip(clean, group)])
+            else:
+                noisy = np.stack([degrade(c, images[i].name, sigma, seed) for c, i in zip(clean, group)])
             batch = torch.from_numpy(noisy).permute(0, 3, 1, 2)
             start = time.perf_counter()
             out = denoise(batch)

@@ -186,14 +186,24 @@ def noisy_version(image: np.ndarray, name: str, sigma: float, seed: int, noise: 
     """
     if noise == "gaussian":
         return image + noise_for(name, image.shape, seed) * np.float32(sigma / 255.0)
-    import zlib
-
     from r3l.tasks.noise import noise_model
 
     model = noise_model(noise, "noise")
     model.check_level(sigma, "noise level")
-    state = np.random.SeedSequence([seed, zlib.crc32(name.encode()), 1]).generate_state(1, np.uint64)[0]
-    generator = torch.Generator().manual_seed(int(state >> np.uint64(1)))
-    clean = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
     level = torch.full((1, 1, 1, 1), float(sigma))
-    return model.apply(clean, level, generator)[0].permute(1, 2, 0).contiguous().numpy()
+    return on_tensor(lambda x: model.apply(x, level, image_generator(name, seed)), image)
+
+
+def image_generator(name: str, seed: int) -> torch.Generator:
+    """A CPU generator seeded by ``seed`` and the test image's name (so a subset or another order of the images
+    draws the same for each)."""
+    import zlib
+
+    state = np.random.SeedSequence([seed, zlib.crc32(name.encode()), 1]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> np.uint64(1)))
+
+
+def on_tensor(fn, image: np.ndarray) -> np.ndarray:
+    """``fn`` of ``(1, C, H, W)`` float32 tensors applied to an ``(H, W, C)`` array."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    return fn(x)[0].permute(1, 2, 0).contiguous().numpy()

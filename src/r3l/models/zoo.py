@@ -20,6 +20,8 @@ from r3l.errors import R3LError
 PACKAGE_FOLDER = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "r3l-gray-s25"
 """What ``r3l denoise`` and :meth:`Denoiser.pretrained` use without a model: the gray σ-25 R3L."""
+DEFAULT_COLOUR_MODEL = "r3l-color-s25"
+"""What they use for colour images when it is installed; without it, the gray model denoises each channel."""
 
 
 @dataclass
@@ -105,6 +107,14 @@ def find_model(name: str | None = None) -> ModelCard:
         raise R3LError(f"model {name!r}: no trained models are installed (this r3l ships none yet; see "
                        "docs/results.md); pass --checkpoint CKPT, or add a folder of models with R3L_MODELS")
     raise R3LError(f"model {name!r} not found; available: {', '.join(c.name for c in models)} (r3l models)")
+
+
+def default_model(channels: int = 1) -> ModelCard:
+    """The model for images of ``channels`` channels when none is named: :data:`DEFAULT_COLOUR_MODEL` for colour
+    if it is installed, else :data:`DEFAULT_MODEL`."""
+    if channels == 3 and any(card.name == DEFAULT_COLOUR_MODEL for card in list_models()):
+        return find_model(DEFAULT_COLOUR_MODEL)
+    return find_model(DEFAULT_MODEL)
 
 
 def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: str = "cpu") -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -55,6 +56,15 @@ class BatchImageEnv(ABC):
     @abstractmethod
     def reward(self, state: torch.Tensor, next_state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-pixel reward ``(B, C, H, W)`` for moving from ``state`` to ``next_state`` towards ``target``."""
+
+    def test_input(self, image: np.ndarray, name: str, level: float, seed: int) -> np.ndarray:
+        """The start state for the test image ``name`` (``(H, W, C)`` float in [0, 1]) that evaluation and
+        validation use: the same for every method and run. By default :meth:`start` with a CPU generator seeded by
+        ``seed`` and the name; ``level`` is the evaluation's level (the denoising tasks' noise level), which a
+        task without one ignores."""
+        from r3l.io.data import image_generator, on_tensor
+
+        return on_tensor(lambda x: self.start(x, image_generator(name, seed)), image)
 
     @classmethod
     def from_spec(cls, arch) -> "BatchImageEnv":

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from r3l.config import EnvConfig
 from r3l.errors import R3LError
+from r3l.io.data import noisy_version
 from r3l.tasks.base import BatchImageEnv
 from r3l.tasks.filters import bilateral_filter, box_blur, gaussian_blur, median_blur
 from r3l.tasks.noise import noise_model
@@ -42,6 +44,10 @@ class DenoiseEnv(BatchImageEnv):
 
     def reward(self, state: torch.Tensor, next_state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return 255.0 * ((state - target).square() - (next_state - target).square())
+
+    def test_input(self, image: np.ndarray, name: str, level: float, seed: int) -> np.ndarray:
+        """The evaluation protocol's noisy image at ``level`` (:func:`r3l.io.data.noisy_version`, unclipped)."""
+        return noisy_version(image, name, level, seed, self.noise.name)
 
     def action_rewards(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
         """Every action's reward, ``(B, C, A, H, W)``, from the next state under each action."""

@@ -102,7 +102,8 @@ class SpatialGaussian(NoiseModel):
         return field.to(clean.dtype) * level
 
     def apply(self, clean, level, generator):
-        return clean + _normal(clean, generator) * (self.sigma_map(clean, level, generator) / 255.0)
+        sigma = self.sigma_map(clean, level, generator)  # the map first, then the noise
+        return clean + _normal(clean, generator) * (sigma / 255.0)
 
 
 class Mixed(NoiseModel):
