@@ -237,3 +237,29 @@ def test_failed_denoise_leaves_no_output(tmp_path):
     debug = subprocess.run(r3l_cmd("--debug", "denoise", "--checkpoint", ckpt, tmp_path / "in.png", "-o",
                                    tmp_path / "out.gif"), capture_output=True, text=True)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_keeping_the_previous_checkpoint_never_leaves_last_missing(tmp_path, monkeypatch):
+    """A process killed between keeping the old checkpoint and renaming the new one into place (the moment a
+    torchrun restart once found no last.safetensors and started the run afresh) still leaves the old one."""
+    from pathlib import Path
+
+    import r3l.io.files as files
+
+    path = tmp_path / "last.safetensors"
+    files.atomic_write_bytes(path, b"old")
+
+    class Killed(Exception):
+        pass
+
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == path:  # the final rename: the process dies just before it
+            raise Killed
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    with pytest.raises(Killed):
+        files.atomic_write_bytes(path, b"new", backup=previous_path(path))
+    assert path.read_bytes() == b"old" and previous_path(path).read_bytes() == b"old"

@@ -285,3 +285,22 @@ def test_pixelrl_config_and_tiled_inference(tmp_path):
 def test_pixelrl_refuses_another_action_count():
     with pytest.raises(R3LError, match="env.n_actions.*9 actions"):
         make_env(from_dict({"env": {"name": "pixelrl_denoise", "n_actions": 27}}).env)
+
+
+def test_pixelrl_checkpoint_denoises_and_explains_from_the_command_line(tmp_path):
+    from r3l.cli import main
+    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.networks import ActorCritic
+
+    arch = {"name": "r3l", "channels": 1, "features": 8, "n_actions": 9, "action_step": 1.0, "steps": 5,
+            "task": "pixelrl_denoise"}
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "p.safetensors", Checkpoint(arch, ActorCritic(1, 9, 8, "kaiming").state_dict()))
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "n.png", np.clip(0.5 + rng.standard_normal((24, 30, 1)) * 0.1, 0, 1))
+    assert main(["denoise", "--checkpoint", str(tmp_path / "p.safetensors"), str(tmp_path / "n.png"), "-o",
+                 str(tmp_path / "d.png"), "--explain", str(tmp_path / "ex"), "--device", "cpu"]) == 0
+    out = read_native(tmp_path / "d.png")
+    assert out.shape == (24, 30, 1)
+    assert sorted(p.name for p in (tmp_path / "ex" / "n").iterdir()) == \
+        ["estimate.gif", "step1.png", "step2.png", "step3.png", "step4.png", "step5.png"]

@@ -38,15 +38,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from r3l import distributed
 
+    from r3l.io.checkpoint import previous_path
+
     cfg = load_config(args.config, args.set or [])
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    last_path = run_dir / "last.safetensors"
+    has_checkpoint = last_path.exists() or previous_path(last_path).exists()
     # Under torchrun --max-restarts, a restarted worker continues the run from its last checkpoint.
-    resume = args.resume or (distributed.restarted() and (run_dir / "last.safetensors").exists())
-    if not resume and (run_dir / "last.safetensors").exists():
+    resume = args.resume or (distributed.restarted() and has_checkpoint)
+    if not resume and has_checkpoint:
         raise R3LError(f"{run_dir}: run directory already holds a checkpoint; pass --resume or another --run-dir")
     if args.force and not args.resume:
         raise R3LError("--force only applies to --resume")
     world = distributed.from_environment(cfg.train.device)
+    trainer = None
     try:
         configure_torch(cfg)
         trainer = Trainer(cfg, run_dir, resume=resume, force=args.force, world=world)
@@ -54,6 +59,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"resuming {run_dir} at episode {trainer.start_episode} of {cfg.train.episodes}", flush=True)
         last = trainer.train()
     finally:
+        # DistributedDataParallel holds the process group and its threads: release it while the group exists,
+        # not at interpreter exit (where a worker could abort with "terminate called without an active
+        # exception" and torchrun count the run as failed).
+        trainer = None
         distributed.shutdown()
     if world.main:
         summary = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in last.items()

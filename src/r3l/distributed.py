@@ -115,5 +115,9 @@ def restarted() -> bool:
 
 
 def shutdown() -> None:
+    """Leave the process group, after every object that holds it has been collected."""
     if torch_dist.is_initialized():
+        import gc
+
+        gc.collect()
         torch_dist.destroy_process_group()

@@ -24,8 +24,8 @@ def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None 
     """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and rename.
 
     The file at ``path`` is replaced only once the new content is complete on disk. With ``backup``, the
-    previous file is first renamed there, so a crash between the two renames leaves the backup and the
-    complete temporary file, never a half-written ``path``.
+    previous file also gets that name first (a hard link, then a rename), so at every moment ``path`` holds
+    either the old or the new content: a process killed at any point never leaves it missing or half-written.
     """
     path = Path(path)
     ensure_folder(path.parent)
@@ -36,12 +36,26 @@ def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None 
             handle.flush()
             os.fsync(handle.fileno())
         if backup is not None and path.exists():
-            os.replace(path, backup)
+            _keep_backup(path, Path(backup))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise R3LError(f"{path}: could not write ({exc.strerror or exc}); the previous file is unchanged") from None
+
+
+def _keep_backup(path: Path, backup: Path) -> None:
+    """Give the current ``path`` the name ``backup`` without ``path`` ever going missing."""
+    staged = backup.with_name(f".{backup.name}.tmp{os.getpid()}")
+    try:
+        staged.unlink(missing_ok=True)
+        os.link(path, staged)
+        os.replace(staged, backup)
+    except OSError:
+        # A file system without hard links: move the file, leaving a moment in which only ``backup`` exists
+        # (the resume code looks there too).
+        staged.unlink(missing_ok=True)
+        os.replace(path, backup)
 
 
 def _fsync_dir(folder: Path) -> None:
