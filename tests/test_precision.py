@@ -32,6 +32,8 @@ def test_autocast_forward_agrees_with_fp32(precision, dtype, size, logit_tol, ag
     logits32, value32 = net(state)
     with autocast(CPU, precision):
         logits16, value16 = net(state)
+        features = net.encoder(state)
+    assert features.dtype == dtype  # the convolutions really ran in the low precision
     assert logits16.dtype == value16.dtype == torch.float32  # the heads' last convolutions run in fp32
     assert (logits32 - logits16.float()).abs().max() < logit_tol
     assert (logits32.argmax(2) == logits16.float().argmax(2)).float().mean() > agree

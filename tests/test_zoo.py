@@ -171,7 +171,7 @@ def _constant_policy(channels: int, action: int, path):
 def test_denoise_picks_the_model_that_fits_the_input(tmp_path, monkeypatch, capsys):
     """Without --model, gray images go to the gray default and colour images to the colour default when it is
     installed (told apart here by what they do: the 'gray' model brightens by 6 × 13 levels, the colour one keeps
-    the image); without a colour model, the gray one denoises each channel."""
+    the image); each stands in for the other when it is the only one installed."""
     from r3l.models.zoo import DEFAULT_COLOUR_MODEL, ModelCard, SubsetCheck
     from r3l.io.files import write_json
 
@@ -196,6 +196,13 @@ def test_denoise_picks_the_model_that_fits_the_input(tmp_path, monkeypatch, caps
     assert np.array_equal(np.asarray(Image.open(out / "c.png")), colour)
     assert Denoiser.pretrained(channels=3, device="cpu").channels == 3
     assert Denoiser.pretrained(device="cpu").channels == 1
+
+    # only the colour model: it serves gray images too (a gray image as three equal channels)
+    (models / f"{DEFAULT_MODEL}.json").rename(tmp_path / "gray.json")
+    assert main(["denoise", str(tmp_path / "g.png"), "-o", str(out / "g2.png"), "--device", "cpu"]) == 0
+    assert f"{DEFAULT_COLOUR_MODEL} (1)" in capsys.readouterr().out
+    assert np.array_equal(np.asarray(Image.open(out / "g2.png")), gray)
+    (tmp_path / "gray.json").rename(models / f"{DEFAULT_MODEL}.json")
 
     (models / f"{DEFAULT_COLOUR_MODEL}.json").unlink()
     assert main(["denoise", str(tmp_path / "c.png"), "-o", str(out / "c2.png"), "--device", "cpu"]) == 0

@@ -111,10 +111,13 @@ def find_model(name: str | None = None) -> ModelCard:
 
 def default_model(channels: int = 1) -> ModelCard:
     """The model for images of ``channels`` channels when none is named: :data:`DEFAULT_COLOUR_MODEL` for colour
-    if it is installed, else :data:`DEFAULT_MODEL`."""
-    if channels == 3 and any(card.name == DEFAULT_COLOUR_MODEL for card in list_models()):
-        return find_model(DEFAULT_COLOUR_MODEL)
-    return find_model(DEFAULT_MODEL)
+    and :data:`DEFAULT_MODEL` for gray images, each standing in for the other when only one is installed (a gray
+    model denoises each colour channel; a colour model sees a gray image as three equal channels)."""
+    installed = {card.name for card in list_models()}
+    preferred, other = DEFAULT_MODEL, DEFAULT_COLOUR_MODEL
+    if channels == 3:
+        preferred, other = other, preferred
+    return find_model(other if preferred not in installed and other in installed else preferred)
 
 
 def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: str = "cpu") -> float:
