@@ -113,6 +113,8 @@ class _Denoisers:
 
             self.first_name = default_model(1).name
         self.loaded = {self.first_name: self.first}
+        self.names: dict[int, str] = {1: self.first_name}
+        """The default model's name per channel count (the registry is read once for each)."""
 
     def __call__(self, image) -> tuple[object, str]:
         """The denoiser for ``image`` and its model's name."""
@@ -121,7 +123,9 @@ class _Denoisers:
         from r3l.models.zoo import default_model
 
         channels = 3 if image.ndim == 3 and image.shape[2] >= 3 else 1
-        name = default_model(channels).name
+        if channels not in self.names:
+            self.names[channels] = default_model(channels).name
+        name = self.names[channels]
         if name not in self.loaded:
             self.loaded[name] = _load_denoiser(self.args, channels)
         return self.loaded[name], name

@@ -26,7 +26,9 @@ class DenoiseEnv(BatchImageEnv):
     def __init__(self, sigma: float | tuple[float, float] = 25.0, n_actions: int = 27, steps: int = 6,
                  clip_noisy: bool = False, noise: str = "gaussian"):
         self.sigma, self.n_actions, self.steps, self.clip_noisy = sigma, n_actions, steps, clip_noisy
-        self.noise = noise_model(noise)
+        self.noise = noise_model(noise, "config key env.noise")
+        for level in sigma if isinstance(sigma, (list, tuple)) else (sigma,):
+            self.noise.check_level(level, "config key env.sigma")
 
     def sigmas(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
         """The noise level per image, shape (B, 1, 1, 1) (σ on the 0–255 scale for Gaussian noise)."""
@@ -59,11 +61,7 @@ class DenoiseEnv(BatchImageEnv):
 
     @staticmethod
     def _config_level(cfg: EnvConfig) -> float | tuple[float, float]:
-        sigma = tuple(cfg.sigma) if isinstance(cfg.sigma, list) else cfg.sigma
-        model = noise_model(cfg.noise, "config key env.noise")
-        for level in sigma if isinstance(sigma, tuple) else (sigma,):
-            model.check_level(level, "config key env.sigma")
-        return sigma
+        return tuple(cfg.sigma) if isinstance(cfg.sigma, list) else cfg.sigma
 
 
 class ResidualDenoiseEnv(DenoiseEnv):
