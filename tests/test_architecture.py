@@ -96,7 +96,7 @@ def test_every_registered_model_builds_from_its_spec_and_round_trips_through_a_c
     ("data: {crop: 0}", "config key data.crop: must be positive, got 0"),
     ("seed: -1", "config key seed: must not be negative, got -1"),
     ("train: {precision: fp8}", "config key train.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
-    ("model: {name: unet}", "config key model.name: 'unet' is not one of r3l, r3n, dncnn"),
+    ("model: {name: unet}", "config key model.name: 'unet' is not one of r3l, r3n, dncnn, ircnn"),
 ])
 def test_training_config_rules(tmp_path, text, message):
     (tmp_path / "c.yaml").write_text(text + "\n")

@@ -64,4 +64,4 @@ def test_metadata_is_plain_json(tmp_path):
     raw = path.read_bytes()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     meta = json.loads(header["__metadata__"]["r3l"])
-    assert meta["arch"] == {**ARCH, "head_init": "kaiming", "task": "residual_denoise"} and meta["episode"] == 5
+    assert meta["arch"] == {**ARCH, "head_init": "kaiming", "task": "residual_denoise", "policy_form": "logits"} and meta["episode"] == 5

@@ -92,3 +92,45 @@ def test_supervised_baselines_lower_the_mse(tmp_path, model, extra):
         im.native = im.native[200:328, 200:328]
     s = summarize(evaluate(den, images, [25.0], progress=False))["25"]
     assert s["psnr"] > s["psnr_noisy"] + 1.0
+
+
+def test_holdout_validation_keeps_images_out_of_training(tiny_folder):
+    values = tiny_config(str(tiny_folder / "train"), "holdout", episodes=2, data__holdout=2)
+    trainer = Trainer(from_dict(values), tiny_folder / "run")
+    assert [im.name for im in trainer.train_images] == ["im0", "im1", "im2", "im3"]
+    assert [im.name for im in trainer.val_images] == ["im4", "im5"]
+    assert "val/psnr" in trainer.train()
+    from r3l.errors import R3LError
+
+    with pytest.raises(R3LError, match="data.val: holdout needs data.holdout"):
+        Trainer(from_dict(tiny_config(str(tiny_folder / "train"), "holdout")), tiny_folder / "bad")
+    with pytest.raises(R3LError, match="data.holdout: 6 of 6"):
+        Trainer(from_dict(tiny_config(str(tiny_folder / "train"), "holdout", data__holdout=6)), tiny_folder / "bad")
+
+
+def test_learning_rate_groups_and_warmup():
+    from r3l.algos.optim import learning_rate, make_adam, set_lr
+    from r3l.config import LRSchedule
+    from r3l.models.networks import ActorCritic
+
+    net = ActorCritic(1, 5, 4)
+    opt = make_adam(net, 1e-3, lr_scales={"encoder": 0.1, "value": 10.0})
+    set_lr(opt, 2e-3)
+    by_name = {id(p): n.split(".")[0] for n, p in net.named_parameters()}
+    for group in opt.param_groups:
+        scale = {"encoder": 0.1, "value": 10.0}.get(by_name[id(group["params"][0])], 1.0)
+        assert all({"encoder": 0.1, "value": 10.0}.get(by_name[id(p)], 1.0) == scale for p in group["params"])
+        assert group["lr"] == pytest.approx(2e-3 * scale)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))
+    cfg = LRSchedule(lr=1.0, lr_schedule="constant", lr_warmup=4)
+    assert [learning_rate(cfg, e, 100) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_value_warmup_moves_only_the_value_head(tiny_folder):
+    values = tiny_config(str(tiny_folder / "train"), "", episodes=2, ppo__value_warmup=2)
+    trainer = Trainer(from_dict(values), tiny_folder / "run")
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    trainer.train()
+    after = trainer.net.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"value"}

@@ -72,16 +72,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Third-party networks named by ``--model`` with their weights file (``--weights``), and what that file is.
+WEIGHT_MODELS = {
+    "dncnn": "KAIR's dncnn_25.pth",
+    "ircnn": "IRCNN's zhang_cvpr17_denoise_<sigma>_gray.caffemodel or KAIR's ircnn_gray.pth",
+}
+
+
 def _check_model_args(args: argparse.Namespace) -> None:
     """Refuse contradictory model arguments before anything is loaded."""
     if args.checkpoint and (args.model or args.weights):
         raise R3LError("give either --checkpoint CKPT or --model NAME, not both")
-    if args.weights and args.model != "dncnn":
-        raise R3LError("--weights PTH needs --model dncnn")
-    if args.model == "dncnn" and not args.weights:
-        raise R3LError("--model dncnn needs --weights PATH (KAIR's dncnn_25.pth)")
-    if args.decode != "greedy" and args.model == "dncnn":
-        raise R3LError(f"--decode {args.decode} applies to R3L policies, not to --model dncnn")
+    if args.weights and args.model not in WEIGHT_MODELS:
+        raise R3LError("--weights FILE needs --model dncnn or --model ircnn")
+    if args.model in WEIGHT_MODELS and not args.weights:
+        raise R3LError(f"--model {args.model} needs --weights PATH ({WEIGHT_MODELS[args.model]})")
+    if args.decode != "greedy" and args.model in WEIGHT_MODELS:
+        raise R3LError(f"--decode {args.decode} applies to R3L policies, not to --model {args.model}")
 
 
 def _load_denoiser(args: argparse.Namespace, channels: int = 1):
@@ -93,6 +100,8 @@ def _load_denoiser(args: argparse.Namespace, channels: int = 1):
     options = {"precision": args.precision, "compile": args.compile, "self_ensemble": args.self_ensemble}
     if args.model == "dncnn":
         return Denoiser.from_dncnn_weights(args.weights, args.device, **options)
+    if args.model == "ircnn":
+        return Denoiser.from_ircnn_weights(args.weights, args.device, sigma=getattr(args, "weights_sigma", 25.0), **options)
     options["decoding"] = args.decode
     if args.checkpoint:
         return Denoiser.from_checkpoint(args.checkpoint, args.device, **options)
@@ -410,8 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", help="an r3l checkpoint (.safetensors)")
         p.add_argument("--model", metavar="NAME",
                        help="a model of the registry (r3l models lists them; without --checkpoint and --model, "
-                            "the gray sigma-25 R3L), or dncnn with --weights for KAIR's DnCNN")
-        p.add_argument("--weights", help="KAIR's DnCNN weights file for --model dncnn")
+                            "the gray sigma-25 R3L), or dncnn / ircnn with --weights for KAIR's DnCNN / "
+                            "IRCNN's denoiser")
+        p.add_argument("--weights", help="the weights file for --model dncnn (KAIR's dncnn_25.pth) or --model ircnn "
+                                         "(a .caffemodel, or KAIR's ircnn_gray.pth)")
+        p.add_argument("--weights-sigma", type=float, default=25.0,
+                       help="--model ircnn with KAIR's ircnn_gray.pth: the noise level of the model to take "
+                            "(default 25)")
         p.add_argument("--decode", choices=["greedy", "expected"], default="greedy",
                        help="R3L: each step adds the most likely action's residual (greedy, default, the paper's) "
                             "or the policy's mean residual (expected)")

@@ -67,11 +67,26 @@ class ModelConfig:
     trained with MSE, see ``supervised``)."""
     channels: int = positive(1)
     features: int = positive(64)
-    init: Literal["dncnn", "scratch"] = "dncnn"
-    """``dncnn`` (copy layers from KAIR's DnCNN σ=25 weights) or ``scratch``."""
+    init: Literal["dncnn", "ircnn", "scratch"] = "dncnn"
+    """``dncnn`` (copy layers from KAIR's DnCNN σ=25 weights, as the original code), ``ircnn`` (IRCNN's gray
+    denoiser, whose seven dilated convolutions are R3L's inference network; see ``ircnn_weights``) or
+    ``scratch``."""
     dncnn_weights: str = "${R3L_WEIGHTS}/dncnn_25.pth"
-    head_init: Literal["kaiming", "small"] = "kaiming"
-    """Output convolutions: ``kaiming`` (as the original) or ``small`` (near-uniform first policy)."""
+    ircnn_weights: str = "${R3L_WEIGHTS}/ircnn/zhang_cvpr17_denoise_25_gray.caffemodel"
+    """IRCNN's weights: a ``.caffemodel`` or KAIR's ``ircnn_gray.pth`` (its entry for ``ircnn_sigma``)."""
+    ircnn_sigma: float = positive(25.0)
+    """The noise level of the IRCNN model to take from KAIR's multi-level file."""
+    head_init: Literal["kaiming", "small", "residual"] = "kaiming"
+    """Output convolutions: ``kaiming`` (as the original), ``small`` (near-uniform first policy) or, with
+    ``init: ircnn``, ``residual``: the policy's greedy action is IRCNN's residual (R3N: its tanh head outputs
+    it), the value head starts ``small``."""
+    policy_form: Literal["logits", "gaussian"] = "logits"
+    """R3L's policy head: ``logits`` (one output per action, the paper's) or ``gaussian`` (one residual per pixel
+    and a learnt temperature: a discretised Gaussian over the same actions, see
+    :class:`r3l.models.networks.ActorCritic`)."""
+    head_temperature: float = positive(16.0)
+    """``head_init: residual``: the initial policy is a discretised Gaussian of this variance (gray levels²)
+    around IRCNN's residual."""
     depth: int = positive(17)
     """DnCNN only: number of convolutions."""
 
@@ -84,6 +99,9 @@ class LRSchedule:
     lr_schedule: Schedule = "cosine"
     """``poly`` (lr·(1−e/E)^power, the original's), ``cosine`` or ``constant``."""
     lr_power: float = non_negative(0.9)
+    lr_warmup: int = non_negative(0)
+    """Episodes of linear warm-up from ``lr / lr_warmup`` to the schedule (fine-tuning a pre-trained network:
+    Adam's first steps move every weight by about ``lr``, whatever its gradient)."""
 
 
 @dataclass
@@ -115,6 +133,14 @@ class PPOConfig(LRSchedule):
     """Stop the epochs of an update once approx-KL exceeds this; 0 never stops."""
     adam_eps: float = positive(1e-8)
     weight_decay: float = non_negative(0.0)
+    encoder_lr_scale: float = non_negative(1.0)
+    """The encoder's learning rate relative to ``lr`` (below 1 keeps pre-trained features; 0 freezes them)."""
+    value_warmup: int = non_negative(0)
+    """Episodes at the start in which only the value head learns (the policy and the encoder keep their
+    weights): a fine-tuned policy is not moved by advantages from a value head that knows nothing yet."""
+    value_lr_scale: float = non_negative(1.0)
+    """The value head's learning rate relative to ``lr`` (a fresh value head under a small ``lr`` for
+    fine-tuning learns faster with a larger one)."""
 
 
 @dataclass
@@ -145,6 +171,9 @@ class DataConfig:
     val_max_images: int = non_negative(0)
     """Validate on the first N images only; 0 uses all."""
     val_seed: int = non_negative(0)
+    holdout: int = non_negative(0)
+    """The last N images of ``train`` (by name) are kept out of training; ``val: holdout`` validates on them,
+    so that checkpoints are chosen without looking at a test set."""
 
 
 @dataclass

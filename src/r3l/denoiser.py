@@ -90,6 +90,16 @@ class Denoiser:
         return cls(net, arch, device, precision=precision, compile=compile, **options)
 
     @classmethod
+    def from_ircnn_weights(cls, path: str | Path, device: str | torch.device = "auto", sigma: float = 25.0,
+                           precision: str = "fp32", compile: bool = False, **options) -> "Denoiser":
+        """IRCNN's gray denoiser: a ``.caffemodel`` or KAIR's ``ircnn_gray.pth`` (its entry for ``sigma``)."""
+        from r3l.models.ircnn import ircnn_from_weights
+
+        net = ircnn_from_weights(path, sigma)
+        arch = ArchSpec("ircnn", channels=net.channels, features=net.features)
+        return cls(net, arch, device, precision=precision, compile=compile, **options)
+
+    @classmethod
     def pretrained(cls, name: str | None = None, device: str | torch.device = "auto", precision: str = "fp32",
                    compile: bool = False, channels: int = 1, **options) -> "Denoiser":
         """A model of r3l's registry by name (``r3l models`` lists them); ``None``: the default model for images

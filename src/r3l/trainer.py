@@ -23,6 +23,7 @@ from r3l.io.checkpoint import (
 from r3l.io.data import NamedImage, check_crop, load_images, make_train_loader
 from r3l.io.files import expand_path
 from r3l.logger import MetricLogger
+from r3l.models.ircnn import init_from_ircnn
 from r3l.models.networks import init_from_dncnn
 from r3l.models.spec import build_network, model_entry, spec_from_config
 from r3l.runtime import pick_device, resolve_compile
@@ -75,8 +76,17 @@ def episode_seed(seed: int, episode: int) -> int:
 def build_model(cfg: Config) -> nn.Module:
     """The configured network, initialised from scratch or from KAIR's DnCNN weights."""
     net = build_network(spec_from_config(cfg))
-    if cfg.model.init == "dncnn":
-        init_from_dncnn(net, expand_path(cfg.model.dncnn_weights, "model.dncnn_weights"))
+    m = cfg.model
+    if m.head_init == "residual" and m.init != "ircnn":
+        raise R3LError("model.head_init residual needs model.init ircnn (the residual comes from IRCNN's last layer)")
+    if m.head_init == "residual" and m.name == "r3l" and cfg.env.name != "residual_denoise":
+        raise R3LError(f"model.head_init residual: the {cfg.env.name} task's actions are not residuals; use "
+                       "head_init small or kaiming (IRCNN's layers still initialise the network)")
+    if m.init == "dncnn":
+        init_from_dncnn(net, expand_path(m.dncnn_weights, "model.dncnn_weights"))
+    elif m.init == "ircnn":
+        init_from_ircnn(net, expand_path(m.ircnn_weights, "model.ircnn_weights"), m.ircnn_sigma, m.head_init,
+                        m.head_temperature, cfg.env.action_step)
     return net
 
 
@@ -102,10 +112,21 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the network's initial weights
 
         self.train_images = load_images(cfg.data.train, cfg.model.channels, "data.train")
+        held_out: list[NamedImage] = []
+        if cfg.data.holdout:
+            if cfg.data.holdout >= len(self.train_images):
+                raise R3LError(f"data.holdout: {cfg.data.holdout} of {len(self.train_images)} training images "
+                               "would leave none to train on")
+            held_out = self.train_images[-cfg.data.holdout:]
+            self.train_images = self.train_images[:-cfg.data.holdout]
         check_crop(self.train_images, cfg.data.crop)
         self.val_images: list[NamedImage] = []
         self.val_by_sigma: dict[str, float] = {}
-        if cfg.data.val:
+        if cfg.data.val == "holdout":
+            if not held_out:
+                raise R3LError("data.val: holdout needs data.holdout > 0 (how many training images to hold out)")
+            self.val_images = held_out[:cfg.data.val_max_images] if cfg.data.val_max_images else held_out
+        elif cfg.data.val:
             self.val_images = load_images(cfg.data.val, cfg.model.channels, "data.val", cfg.data.val_max_images)
 
         self.env = make_env(cfg.env)
@@ -223,7 +244,8 @@ class Trainer:
         the device."""
         generator.manual_seed(episode_seed(self.cfg.seed, episode))
         lr = learning_rate(self.algo.lr_config, episode, self.cfg.train.episodes)
-        set_lr(self.optimizer, lr)
+        warming_up = episode < getattr(self.algo.lr_config, "value_warmup", 0)
+        set_lr(self.optimizer, lr, only="value" if warming_up else None)
         stats = self.algo.learn(clean, generator)
         stats["charts/learning_rate"] = lr
         return stats

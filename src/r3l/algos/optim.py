@@ -12,11 +12,23 @@ from torch import nn
 from r3l.config import LRSchedule
 
 
-def make_adam(net: nn.Module, lr: float, eps: float = 1e-8, weight_decay: float = 0.0) -> torch.optim.Adam:
+def make_adam(net: nn.Module, lr: float, eps: float = 1e-8, weight_decay: float = 0.0,
+              lr_scales: dict[str, float] | None = None) -> torch.optim.Adam:
     """Adam with its fused kernel: one launch for every parameter, its step counter on the parameters' device,
-    and the skip-on-non-finite input that :func:`guarded_step` uses, so that a step never syncs."""
+    and the skip-on-non-finite input that :func:`guarded_step` uses, so that a step never syncs.
+
+    ``lr_scales`` maps a top-level submodule's name (``encoder``, ``value``, …) to a multiplier of the learning
+    rate for its parameters: then each top-level submodule is a parameter group (``group``: its name), whose
+    ``lr_scale`` :func:`set_lr` applies."""
     fused = {"fused": True} if _FUSED_ADAM else {}  # older torch releases: the guarded step's slower path
-    return torch.optim.Adam(net.parameters(), lr=lr, eps=eps, weight_decay=weight_decay, **fused)
+    if not lr_scales:
+        return torch.optim.Adam(net.parameters(), lr=lr, eps=eps, weight_decay=weight_decay, **fused)
+    groups: dict[str, list[nn.Parameter]] = {}
+    for name, param in net.named_parameters():
+        groups.setdefault(name.split(".")[0], []).append(param)
+    param_groups = [{"params": ps, "group": g, "lr": lr * lr_scales.get(g, 1.0), "lr_scale": lr_scales.get(g, 1.0)}
+                    for g, ps in groups.items()]
+    return torch.optim.Adam(param_groups, lr=lr, eps=eps, weight_decay=weight_decay, **fused)
 
 
 _FUSED_ADAM = "fused" in inspect.signature(torch.optim.Adam).parameters and \
@@ -27,16 +39,20 @@ _FUSED_ADAM = "fused" in inspect.signature(torch.optim.Adam).parameters and \
 def learning_rate(cfg: LRSchedule, episode: int, episodes: int) -> float:
     """The learning rate for ``episode`` (0-based) of ``episodes``; a pure function, so resuming needs no state."""
     progress = min(episode / max(episodes, 1), 1.0)
+    warmup = min(1.0, (episode + 1) / cfg.lr_warmup) if cfg.lr_warmup else 1.0
     if cfg.lr_schedule == "poly":
-        return cfg.lr * (1.0 - progress) ** cfg.lr_power
+        return warmup * cfg.lr * (1.0 - progress) ** cfg.lr_power
     if cfg.lr_schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.lr
+        return warmup * cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return warmup * cfg.lr
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, only: str | None = None) -> None:
+    """Every group's learning rate: ``lr`` times its ``lr_scale``; with ``only``, zero for every group but that
+    one (see :func:`make_adam`)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        keep = only is None or group.get("group") == only
+        group["lr"] = lr * group.get("lr_scale", 1.0) if keep else 0.0
 
 
 def guarded_step(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:

@@ -207,7 +207,10 @@ class PPO:
         self.net, self.cfg, self.env, self.world = net, cfg.ppo, env, world
         self.lr_config = cfg.ppo
         """The learning-rate schedule's fields (``lr``, ``lr_schedule``, ``lr_power``)."""
-        self.optimizer = make_adam(net, cfg.ppo.lr, cfg.ppo.adam_eps, cfg.ppo.weight_decay)
+        scales = {"encoder": cfg.ppo.encoder_lr_scale, "value": cfg.ppo.value_lr_scale}
+        grouped = cfg.ppo.value_warmup > 0 or any(v != 1.0 for v in scales.values())
+        self.optimizer = make_adam(net, cfg.ppo.lr, cfg.ppo.adam_eps, cfg.ppo.weight_decay,
+                                   scales if grouped else None)
         self.precision = precision or Precision(next(net.parameters()).device, "fp32")
         self.forward = net if forward is None else forward
         self.loss = ppo_objective

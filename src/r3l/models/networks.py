@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from pathlib import Path
 
@@ -58,34 +59,63 @@ class ActorCritic(nn.Module):
     ``forward`` maps a state ``(B, C, H, W)`` to action logits ``(B, C, A, H, W)`` (an independent
     categorical per pixel and channel) and values ``(B, C, H, W)``. With C = 1, 27 actions and 64 features
     it has 275,292 parameters, 200,859 of them in the encoder and policy head used at inference.
+
+    ``policy_form`` says how the policy head's output becomes logits:
+
+    - ``logits`` (the paper's): one output channel per action and image channel.
+    - ``gaussian``: one output channel per image channel, the residual ``r`` to add (0–1 scale), and one learnt
+      temperature τ per image channel; action ``k`` with value ``a_k = (k − A//2)·action_step`` gray levels
+      gets the logit ``(a_k·255r − a_k²/2) / τ``, i.e. ``−(a_k − 255r)² / 2τ`` up to a per-pixel constant: a
+      discretised Gaussian of variance τ around the residual, whose argmax is ``255r`` rounded and clipped to
+      the actions. The same categorical policy over the same actions (every function it can express, the
+      ``logits`` form can too), with 26 fewer output channels and a scale that a residual network's weights
+      (IRCNN's, ``r3l.models.ircnn``) carry over to without amplification.
     """
 
-    def __init__(self, channels: int = 1, n_actions: int = 27, features: int = 64, head_init: str = "kaiming"):
+    def __init__(self, channels: int = 1, n_actions: int = 27, features: int = 64, head_init: str = "kaiming",
+                 policy_form: str = "logits", action_step: float = 1.0, temperature: float = 16.0):
         super().__init__()
         self.channels, self.n_actions, self.features = channels, n_actions, features
+        self.policy_form = policy_form
         self.encoder = _encoder(channels, features)
-        self.policy = _head(features, channels * n_actions)
+        self.policy = _head(features, channels * (n_actions if policy_form == "logits" else 1))
         self.value = _head(features, channels)
+        if policy_form == "gaussian":
+            values = (torch.arange(n_actions, dtype=torch.float32) - n_actions // 2) * action_step
+            self.register_buffer("action_values", values, persistent=False)
+            self.log_temperature = nn.Parameter(torch.full((channels,), math.log(temperature)))
         _kaiming(self)
+        if head_init == "residual":  # the policy's last layer is set from IRCNN's (r3l.models.ircnn)
+            nn.init.normal_(self.value[-1].weight, std=1e-3)
         if head_init == "small":
             # Start close to "change nothing": near-constant logits that fall off with the action's distance
             # from the middle (no-op) action, so early random walks do not swamp the image with noise.
             for out in (self.policy[-1], self.value[-1]):
                 nn.init.normal_(out.weight, std=1e-3)
-            distance = (torch.arange(n_actions) - n_actions // 2).abs().float()
             with torch.no_grad():
-                self.policy[-1].bias.copy_((-0.5 * distance).repeat(channels))
+                if policy_form == "logits":
+                    distance = (torch.arange(n_actions) - n_actions // 2).abs().float()
+                    self.policy[-1].bias.copy_((-0.5 * distance).repeat(channels))
+                else:
+                    self.policy[-1].bias.zero_()
+
+    def _logits(self, z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        b, c, h, w = shape
+        out = _fp32_output(self.policy, z)
+        if self.policy_form == "logits":
+            return out.view(b, c, self.n_actions, h, w)
+        a = self.action_values.view(1, 1, -1, 1, 1)
+        tau = self.log_temperature.float().exp().view(1, -1, 1, 1, 1)
+        return (a * (255.0 * out.unsqueeze(2)) - 0.5 * a.square()) / tau
 
     def policy_logits(self, state: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, A, H, W)`` from state ``(B, C, H, W)``."""
-        b, c, h, w = state.shape
-        return _fp32_output(self.policy, self.encoder(state)).view(b, c, self.n_actions, h, w)
+        return self._logits(self.encoder(state), state.shape)
 
     def forward(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, C, A, H, W)`` and values ``(B, C, H, W)``, both float32 under any autocast."""
-        b, c, h, w = state.shape
         z = self.encoder(state)
-        return _fp32_output(self.policy, z).view(b, c, self.n_actions, h, w), _fp32_output(self.value, z)
+        return self._logits(z, state.shape), _fp32_output(self.value, z)
 
 
 class R3N(nn.Module):

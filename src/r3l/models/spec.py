@@ -34,6 +34,7 @@ class ArchSpec:
     depth: int = 17
     head_init: str = "kaiming"
     task: str = "residual_denoise"
+    policy_form: str = "logits"
 
     @property
     def entry(self) -> "ModelEntry":
@@ -60,7 +61,7 @@ class ArchSpec:
         entry = MODELS[value["name"]]
         for key in entry.fields:
             if key not in kept:
-                if key in ("head_init", "depth", "task"):  # older checkpoints left these at their defaults
+                if key in ("head_init", "depth", "task", "policy_form"):  # older checkpoints left these at their defaults
                     continue
                 raise R3LError(f"{where}.{key} is missing for a {value['name']} model")
             check_arch_field(key, kept[key], where)
@@ -75,6 +76,10 @@ def check_arch_field(key: str, value: Any, where: str = "arch") -> None:
     if key in ("head_init", "task"):
         if not isinstance(value, str) or not value:
             raise bad("a string")
+        return
+    if key == "policy_form":
+        if value not in ("logits", "gaussian"):
+            raise bad("'logits' or 'gaussian'")
         return
     if key == "action_step":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 256:
@@ -125,7 +130,7 @@ def spec_from_config(cfg) -> ArchSpec:
     m, env = cfg.model, cfg.env
     full = {"name": m.name, "channels": m.channels, "features": m.features, "n_actions": env.n_actions,
             "action_step": env.action_step, "steps": env.steps, "depth": m.depth, "head_init": m.head_init,
-            "task": env.name}
+            "task": env.name, "policy_form": m.policy_form}
     entry = model_entry(m.name)
     return ArchSpec(**{k: v for k, v in full.items() if k == "name" or k in entry.fields})
 
@@ -142,13 +147,18 @@ def _register_builtin() -> None:
     from r3l.models.networks import ActorCritic, DnCNN, R3N
 
     register_model("r3l", ModelEntry(
-        lambda s: ActorCritic(s.channels, s.n_actions, s.features, s.head_init),
-        ("channels", "features", "n_actions", "action_step", "steps", "head_init", "task"), "ppo", policy=True))
+        lambda s: ActorCritic(s.channels, s.n_actions, s.features, s.head_init, s.policy_form, s.action_step),
+        ("channels", "features", "n_actions", "action_step", "steps", "head_init", "task", "policy_form"), "ppo",
+        policy=True))
     register_model("r3n", ModelEntry(
         lambda s: R3N(s.channels, s.features, s.steps, s.head_init),
         ("channels", "features", "steps", "head_init"), "supervised"))
     register_model("dncnn", ModelEntry(lambda s: DnCNN(s.channels, s.features, s.depth),
                                        ("channels", "features", "depth"), "supervised"))
+    from r3l.models.ircnn import IRCNN
+
+    register_model("ircnn", ModelEntry(lambda s: IRCNN(s.channels, s.features), ("channels", "features"),
+                                       "supervised"))
 
 
 _register_builtin()
