@@ -176,3 +176,15 @@ def test_ircnn_module_predicts_noise():
                 m.bias.zero_()
         x = torch.rand(1, 1, 9, 9)
         assert torch.equal(net(x), x)
+
+
+@needs_shared
+def test_head_gain_scales_the_initial_residual():
+    full, part = ActorCritic(1, 27, 64, "residual", "gaussian"), ActorCritic(1, 27, 64, "residual", "gaussian")
+    init_from_ircnn(full, CAFFE[25], temperature=1.0)
+    init_from_ircnn(part, CAFFE[25], temperature=1.0, gain=0.4)
+    noisy = torch.rand(1, 1, 24, 24)
+    with torch.no_grad():
+        r_full = full.policy[:](full.encoder(noisy))
+        r_part = part.policy[:](part.encoder(noisy))
+    assert torch.allclose(r_part, 0.4 * r_full, atol=1e-6)

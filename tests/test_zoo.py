@@ -208,3 +208,22 @@ def test_denoise_picks_the_model_that_fits_the_input(tmp_path, monkeypatch, caps
     assert main(["denoise", str(tmp_path / "c.png"), "-o", str(out / "c2.png"), "--device", "cpu"]) == 0
     assert f"{DEFAULT_MODEL} (1)" in capsys.readouterr().out
     assert np.array_equal(np.asarray(Image.open(out / "c2.png")), np.minimum(colour.astype(int) + 78, 255))
+
+
+def test_cli_pack_takes_benchmark_row_and_eval_reports(registry, tmp_path, capsys):
+    root, _ = registry
+    bench = tmp_path / "summary.json"
+    bench.write_text(json.dumps({"methods": {"R3L": {"sigmas": {"15": {"psnr": 21.123456}, "25": {"psnr": 19.5}}}}}))
+    report = tmp_path / "set12.json"
+    report.write_text(json.dumps({"data": "/somewhere/Set12", "summary": {"25": {"psnr": 18.25}}}))
+    args = ["models", "pack", "--checkpoint", str(root / "run" / "last.safetensors"), "--name", "tiny-x",
+            "--out", str(tmp_path / "models"), "--data-root", str(DATASETS), "--images", "test001",
+            "--benchmark", str(bench)]
+    assert main(args) == 2
+    assert "no method named 'tiny-x'" in capsys.readouterr().err
+    assert main(args + ["--row", "R3L", "--eval", str(report)]) == 0
+    card = json.loads((tmp_path / "models" / "tiny-x.json").read_text())
+    assert card["bsd68_psnr"] == {"15": 21.1235, "25": 19.5} and card["results"] == {"Set12": {"25": 18.25}}
+    report.write_text(json.dumps({"rows": []}))
+    assert main(args + ["--row", "R3L", "--eval", str(report)]) == 2
+    assert "not the JSON of r3l eval --json" in capsys.readouterr().err

@@ -318,12 +318,22 @@ def cmd_models(args: argparse.Namespace) -> int:
         training = _read_json(args.training, "--training") if args.training else {}
         psnr = {}
         if args.benchmark:
+            row = args.row or args.name
             methods = _read_json(args.benchmark, "--benchmark").get("methods", {})
-            if args.name not in methods:
-                raise R3LError(f"{args.benchmark}: no method named {args.name!r} in this benchmark summary")
-            psnr = {k: round(v["psnr"], 4) for k, v in methods[args.name].get("sigmas", {}).items()}
+            if row not in methods:
+                raise R3LError(f"{args.benchmark}: no method named {row!r} in this benchmark summary "
+                               f"(it has {', '.join(methods) or 'none'}; --row picks one)")
+            psnr = {k: round(v["psnr"], 4) for k, v in methods[row].get("sigmas", {}).items()}
+        results: dict[str, dict[str, float]] = {}
+        for path in args.eval or []:
+            report = _read_json(path, "--eval")
+            summary, data = report.get("summary"), report.get("data")
+            if not isinstance(summary, dict) or not isinstance(data, str):
+                raise R3LError(f"--eval {path}: not the JSON of r3l eval --json (no data and summary)")
+            results.setdefault(Path(data).name, {}).update({k: round(v["psnr"], 4) for k, v in summary.items()})
         card = pack_model(args.checkpoint, args.name, args.description, args.data_root or _data_root(),
-                          args.out, [i for i in args.images.split(",") if i], training=training, bsd68_psnr=psnr)
+                          args.out, [i for i in args.images.split(",") if i], training=training, bsd68_psnr=psnr,
+                          results=results)
         print(f"packed {card.name} into {args.out}: subset PSNR {card.check.psnr:.2f} dB "
               f"({len(card.check.images)} {card.check.data} images, sigma {card.check.sigma:g})")
         return 0
@@ -521,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training", help="pack: a JSON file of how it was made (device, minutes, ...) for the card")
     p.add_argument("--benchmark", help="pack: a summary.json of r3l benchmark whose row for --name gives the "
                                        "card's BSD68 PSNR per sigma")
+    p.add_argument("--row", help="pack: the benchmark method whose row is the model's (default --name)")
+    p.add_argument("--eval", action="append", metavar="JSON",
+                   help="pack: an `r3l eval --json` report of the whole model on a data set (e.g. Set12) for the "
+                        "card's results (repeatable)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("benchmark", help="the paper's noise-mismatch tables for a list of methods",

@@ -84,6 +84,9 @@ class ModelConfig:
     """R3L's policy head: ``logits`` (one output per action, the paper's) or ``gaussian`` (one residual per pixel
     and a learnt temperature: a discretised Gaussian over the same actions, see
     :class:`r3l.models.networks.ActorCritic`)."""
+    head_gain: float = positive(1.0)
+    """``head_init: residual``: the residual each step starts with, as a fraction of IRCNN's (below 1, each step
+    removes part of the estimated noise and leaves Gaussian-like noise of a lower level for the next)."""
     head_temperature: float = positive(16.0)
     """``head_init: residual``: the initial policy is a discretised Gaussian of this variance (gray levels²)
     around IRCNN's residual."""

@@ -86,7 +86,7 @@ def build_model(cfg: Config) -> nn.Module:
         init_from_dncnn(net, expand_path(m.dncnn_weights, "model.dncnn_weights"))
     elif m.init == "ircnn":
         init_from_ircnn(net, expand_path(m.ircnn_weights, "model.ircnn_weights"), m.ircnn_sigma, m.head_init,
-                        m.head_temperature, cfg.env.action_step)
+                        m.head_temperature, cfg.env.action_step, m.head_gain)
     return net
 
 

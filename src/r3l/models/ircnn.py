@@ -251,7 +251,7 @@ def residual_logits_layer(weight: torch.Tensor, bias: torch.Tensor, n_actions: i
 
 
 def init_from_ircnn(net: nn.Module, path: str | Path, sigma: float = 25.0, head_init: str = "residual",
-                    temperature: float = 16.0, action_step: float = 1.0) -> None:
+                    temperature: float = 16.0, action_step: float = 1.0, gain: float = 1.0) -> None:
     """Initialise R3L's actor-critic, R3N or an :class:`IRCNN` from IRCNN's weights.
 
     The encoder gets IRCNN's layers 1–4 and each head its layers 5–6 (same dilations, so no kernel lands in a
@@ -260,6 +260,8 @@ def init_from_ircnn(net: nn.Module, path: str | Path, sigma: float = 25.0, head_
     - R3L's policy, ``head_init: residual``: :func:`residual_logits_layer` (greedy action = IRCNN's residual);
       otherwise it keeps its own initialisation (``kaiming``/``small``), as does the value head's last layer.
     - R3N, ``residual``: IRCNN's last layer negated, so ``tanh(f(I)) ≈ −noise`` (tanh is near-linear there).
+
+    ``gain`` scales the residual the last layer starts with (``head_gain``: a fraction of IRCNN's residual per step).
     """
     from r3l.models.networks import R3N, ActorCritic
 
@@ -294,7 +296,7 @@ def init_from_ircnn(net: nn.Module, path: str | Path, sigma: float = 25.0, head_
             put(head[0], layers[4])
             put(head[2], layers[5])
         if head_init == "residual":
-            w, b = layers[6]
+            w, b = gain * layers[6][0], gain * layers[6][1]
             if isinstance(net, R3N):
                 put(net.head[-1], (-w, -b))
             else:

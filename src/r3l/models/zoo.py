@@ -49,6 +49,9 @@ class ModelCard:
     """How it was made: ``config`` (the training config), ``device``, ``minutes``."""
     bsd68_psnr: dict[str, float] = field(default_factory=dict)
     """BSD68 PSNR by test σ, from ``r3l benchmark`` with seed 0."""
+    results: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Other measured PSNRs by data set name and test σ (``r3l eval --json`` of the whole set, seed 0), e.g.
+    ``{"Set12": {"25": 30.1}}``."""
     path: Path = Path()
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,7 +143,8 @@ def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: st
 
 def pack_model(checkpoint: str | Path, name: str, description: str, data_root: str | Path, out_dir: str | Path,
                images: list[str], sigma: float | None = None, seed: int = 0, training: dict | None = None,
-               bsd68_psnr: dict[str, float] | None = None, data: str = "BSD68") -> ModelCard:
+               bsd68_psnr: dict[str, float] | None = None, data: str = "BSD68",
+               results: dict[str, dict[str, float]] | None = None) -> ModelCard:
     """Write ``out_dir/<name>.safetensors`` (weights only) and its card, measuring the subset check here."""
     from r3l.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from r3l.io.files import write_json
@@ -157,7 +161,8 @@ def pack_model(checkpoint: str | Path, name: str, description: str, data_root: s
                                                         else sum(env_sigma) / 2))
     card = ModelCard(name, description, ckpt.arch.to_dict(), env_sigma, SubsetCheck(data, list(images), check_sigma,
                                                                            seed, 0.0),
-                     ckpt.episode, {"config": config, **(training or {})}, dict(bsd68_psnr or {}), weights)
+                     ckpt.episode, {"config": config, **(training or {})}, dict(bsd68_psnr or {}),
+                     dict(results or {}), weights)
     card.check.psnr = round(subset_psnr(card, data_root), 4)
     write_json(card.to_dict(), out / f"{name}.json")
     return card
