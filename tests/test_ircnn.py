@@ -188,3 +188,40 @@ def test_head_gain_scales_the_initial_residual():
         r_full = full.policy[:](full.encoder(noisy))
         r_part = part.policy[:](part.encoder(noisy))
     assert torch.allclose(r_part, 0.4 * r_full, atol=1e-6)
+
+
+def test_clipped_r3n_steps_and_straight_through_gradient():
+    net = R3N(1, 8, steps=1, max_step=13)
+    with torch.no_grad():
+        net.head[-1].weight.zero_()
+        net.head[-1].bias.fill_(0.2)  # tanh(0.2) ≈ 50 levels: clipped to 13
+    x = torch.full((1, 1, 6, 6), 0.5, requires_grad=True)
+    out = net(x)
+    assert torch.allclose(out - 0.5, torch.full_like(out, 13 / 255))
+    out.sum().backward()
+    assert net.head[-1].bias.grad.abs().item() > 0  # the clip passes the gradient through
+
+
+def test_r3l_starts_from_an_r3n(tmp_path):
+    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.spec import ArchSpec
+    from r3l.trainer import build_model
+
+    torch.manual_seed(0)
+    r3n = R3N(1, 8, steps=6, max_step=13)
+    arch = ArchSpec("r3n", channels=1, features=8, steps=6, max_step=13.0)
+    save_checkpoint(tmp_path / "r3n.safetensors", Checkpoint(arch, r3n.state_dict(), {}, 10, {}))
+    cfg = from_dict({"model": {"init": "checkpoint", "init_checkpoint": str(tmp_path / "r3n.safetensors"),
+                               "features": 8, "policy_form": "gaussian", "head_init": "residual",
+                               "head_temperature": 1.0}})
+    net = build_model(cfg)
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        step = r3n.residual(x)
+        action = net.policy_logits(x).argmax(2)
+    expected = (255 * step).round().clamp(-13, 13) + 13
+    near_tie = ((255 * step).frac().abs() - 0.5).abs() < 0.05
+    assert ((action == expected) | near_tie).all()
+    assert torch.equal(net.encoder[2].weight, r3n.encoder[2].weight)
+    with pytest.raises(R3LError, match="init_checkpoint"):
+        build_model(from_dict({"model": {"init": "checkpoint"}}))

@@ -227,3 +227,33 @@ def test_cli_pack_takes_benchmark_row_and_eval_reports(registry, tmp_path, capsy
     report.write_text(json.dumps({"rows": []}))
     assert main(args + ["--row", "R3L", "--eval", str(report)]) == 2
     assert "not the JSON of r3l eval --json" in capsys.readouterr().err
+
+
+def test_gray_default_falls_back_to_the_r3n_before_a_colour_model(tmp_path, monkeypatch, capsys):
+    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.io.files import write_json
+    from r3l.models.networks import R3N
+    from r3l.models.spec import ArchSpec
+    from r3l.models.zoo import DEFAULT_COLOUR_MODEL, FALLBACK_GRAY_MODEL, ModelCard, SubsetCheck, default_model
+
+    models = tmp_path / "models"
+    net = R3N(1, 4, steps=1)
+    with torch.no_grad():
+        net.head[-1].weight.zero_()
+        net.head[-1].bias.fill_(float(np.arctanh(10 / 255)))  # one step adds 10 gray levels
+    arch = ArchSpec("r3n", channels=1, features=4, steps=1)
+    save_checkpoint(models / f"{FALLBACK_GRAY_MODEL}.safetensors", Checkpoint(arch, net.state_dict(), {}, 0, {}))
+    _constant_policy(3, 13, models / f"{DEFAULT_COLOUR_MODEL}.safetensors")
+    for name, spec in ((FALLBACK_GRAY_MODEL, arch.to_dict()), (DEFAULT_COLOUR_MODEL, {"name": "r3l", "channels": 3})):
+        write_json(ModelCard(name, "test", spec, 25.0, SubsetCheck("BSD68", [], 25.0, 0, 0.0)).to_dict(),
+                   models / f"{name}.json")
+    monkeypatch.setenv("R3L_MODELS", str(models))
+    monkeypatch.setattr("r3l.models.zoo.PACKAGE_FOLDER", tmp_path / "none")
+    assert default_model(1).name == FALLBACK_GRAY_MODEL and default_model(3).name == DEFAULT_COLOUR_MODEL
+    gray = np.full((8, 9), 100, np.uint8)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    assert main(["denoise", str(tmp_path / "g.png"), "-o", str(tmp_path / "o.png"), "--device", "cpu"]) == 0
+    assert f"{FALLBACK_GRAY_MODEL} (1)" in capsys.readouterr().out
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), gray + 10)
+    assert main(["models"]) == 0
+    assert f"{FALLBACK_GRAY_MODEL}" in capsys.readouterr().out.split("(default)")[0].splitlines()[-1]

@@ -308,7 +308,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from r3l.models.zoo import DEFAULT_MODEL, list_models, pack_model, subset_psnr
+    from r3l.models.zoo import default_model, list_models, pack_model, subset_psnr
 
     if args.action == "pack":
         missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--name", args.name),
@@ -344,14 +344,15 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(to_json([{**c.to_dict(), "path": str(c.path)} for c in models], indent=2))
         return 0
     if not models:
-        print("no trained models are installed (this r3l ships none yet); R3L_MODELS adds folders of models")
+        print("no trained models are installed; R3L_MODELS adds folders of models")
         return 0
     failed = 0
+    default_name = default_model(1).name
     for card in models:
         at = card.bsd68_psnr.get("25")
         line = f"{card.name:<18} {card.arch['name']:<6} {card.arch['channels']}ch  sigma {card.sigma}  "
         line += f"BSD68@25 {at:.2f} dB  " if at is not None else ""
-        line += ("(default)  " if card.name == DEFAULT_MODEL else "") + card.description
+        line += ("(default)  " if card.name == default_name else "") + card.description
         if args.action == "check":
             measured = subset_psnr(card, args.data_root or _data_root())
             ok = abs(measured - card.check.psnr) <= 0.01

@@ -67,7 +67,7 @@ class ModelConfig:
     trained with MSE, see ``supervised``)."""
     channels: int = positive(1)
     features: int = positive(64)
-    init: Literal["dncnn", "ircnn", "scratch"] = "dncnn"
+    init: Literal["dncnn", "ircnn", "checkpoint", "scratch"] = "dncnn"
     """``dncnn`` (copy layers from KAIR's DnCNN σ=25 weights, as the original code), ``ircnn`` (IRCNN's gray
     denoiser, whose seven dilated convolutions are R3L's inference network; see ``ircnn_weights``) or
     ``scratch``."""
@@ -90,6 +90,11 @@ class ModelConfig:
     head_temperature: float = positive(16.0)
     """``head_init: residual``: the initial policy is a discretised Gaussian of this variance (gray levels²)
     around IRCNN's residual."""
+    max_step: float = non_negative(0.0)
+    """R3N only: clip each step's residual to ±this many gray levels (13: R3L's action range; 0: no clip)."""
+    init_checkpoint: str = ""
+    """``init: checkpoint``: an r3l checkpoint whose layers start this model (an R3N's encoder and head start R3L's
+    encoder, its Gaussian policy head and the value head's hidden layers)."""
     depth: int = positive(17)
     """DnCNN only: number of convolutions."""
 

@@ -23,7 +23,7 @@ from r3l.io.checkpoint import (
 from r3l.io.data import NamedImage, check_crop, load_images, make_train_loader
 from r3l.io.files import expand_path
 from r3l.logger import MetricLogger
-from r3l.models.ircnn import init_from_ircnn
+from r3l.models.ircnn import init_from_ircnn, init_from_r3n
 from r3l.models.networks import init_from_dncnn
 from r3l.models.spec import build_network, model_entry, spec_from_config
 from r3l.runtime import pick_device, resolve_compile
@@ -77,7 +77,7 @@ def build_model(cfg: Config) -> nn.Module:
     """The configured network, initialised from scratch or from KAIR's DnCNN weights."""
     net = build_network(spec_from_config(cfg))
     m = cfg.model
-    if m.head_init == "residual" and m.init != "ircnn":
+    if m.head_init == "residual" and m.init not in ("ircnn", "checkpoint"):
         raise R3LError("model.head_init residual needs model.init ircnn (the residual comes from IRCNN's last layer)")
     if m.head_init == "residual" and m.name == "r3l" and cfg.env.name != "residual_denoise":
         raise R3LError(f"model.head_init residual: the {cfg.env.name} task's actions are not residuals; use "
@@ -87,6 +87,17 @@ def build_model(cfg: Config) -> nn.Module:
     elif m.init == "ircnn":
         init_from_ircnn(net, expand_path(m.ircnn_weights, "model.ircnn_weights"), m.ircnn_sigma, m.head_init,
                         m.head_temperature, cfg.env.action_step, m.head_gain)
+    elif m.init == "checkpoint":
+        if not m.init_checkpoint:
+            raise R3LError("model.init checkpoint needs model.init_checkpoint (an r3l checkpoint to start from)")
+        path = expand_path(m.init_checkpoint, "model.init_checkpoint")
+        ckpt = load_checkpoint(path)
+        source = build_network(ckpt.arch)
+        load_weights(source, ckpt, ckpt.arch, path)
+        if ckpt.arch == spec_from_config(cfg):  # the same network: continue from its weights
+            net.load_state_dict(source.state_dict())
+        else:
+            init_from_r3n(net, source, m.head_temperature, cfg.env.action_step)
     return net
 
 

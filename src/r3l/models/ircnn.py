@@ -305,3 +305,35 @@ def init_from_ircnn(net: nn.Module, path: str | Path, sigma: float = 25.0, head_
                     net.log_temperature.fill_(math.log(temperature))
                 else:
                     put(net.policy[-1], residual_logits_layer(w, b, net.n_actions, action_step, temperature))
+
+
+def init_from_r3n(net: nn.Module, source: nn.Module, temperature: float = 1.0, action_step: float = 1.0) -> None:
+    """Start R3L's actor-critic from a trained R3N (best one trained with ``max_step`` = R3L's action range).
+
+    R3N's step ``tanh(f(I))`` is near-linear over ±13 levels (tanh(13/255) is 0.1% below 13/255), so the
+    policy's greedy action starts as R3N's step rounded to a gray level: the encoder and the head's hidden
+    layers are copied into the encoder, the policy head and the value head; R3N's last layer becomes the
+    Gaussian policy's residual output (or, for the ``logits`` form, :func:`residual_logits_layer` of it). The
+    value head's last layer keeps its own initialisation.
+    """
+    from r3l.models.networks import R3N, ActorCritic
+
+    if not isinstance(net, ActorCritic) or not isinstance(source, R3N):
+        raise R3LError("model.init checkpoint starts an r3l policy from an r3n checkpoint")
+    if (source.channels, source.features) != (net.channels, net.features):
+        raise R3LError(f"the R3N checkpoint has {source.channels} channel(s) and {source.features} features; the "
+                       f"model has {net.channels} and {net.features}")
+    with torch.no_grad():
+        net.encoder.load_state_dict(source.encoder.state_dict())
+        for head in (net.policy, net.value):
+            for i in (0, 2):
+                head[i].load_state_dict(source.head[i].state_dict())
+        w, b = source.head[-1].weight, source.head[-1].bias
+        if net.policy_form == "gaussian":
+            net.policy[-1].weight.copy_(w)
+            net.policy[-1].bias.copy_(b)
+            net.log_temperature.fill_(math.log(temperature))
+        else:
+            new_w, new_b = residual_logits_layer(-w, -b, net.n_actions, action_step, temperature)
+            net.policy[-1].weight.copy_(new_w)
+            net.policy[-1].bias.copy_(new_b)

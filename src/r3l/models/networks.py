@@ -119,22 +119,36 @@ class ActorCritic(nn.Module):
 
 
 class R3N(nn.Module):
-    """The deterministic counterpart of R3L: the same encoder and a tanh residual head, applied recurrently."""
+    """The deterministic counterpart of R3L: the same encoder and a tanh residual head, applied recurrently.
 
-    def __init__(self, channels: int = 1, features: int = 64, steps: int = 6, head_init: str = "kaiming"):
+    ``max_step`` (gray levels, 0 for none) clips each step's residual to ``±max_step/255`` as R3L's actions
+    are clipped (13 for its 27 actions), with the gradient passed straight through the clip: R3N then learns the
+    deterministic version of R3L's greedy policy, whose residuals a Gaussian policy head can start from.
+    """
+
+    def __init__(self, channels: int = 1, features: int = 64, steps: int = 6, head_init: str = "kaiming",
+                 max_step: float = 0.0):
         super().__init__()
-        self.channels, self.features, self.steps = channels, features, steps
+        self.channels, self.features, self.steps, self.max_step = channels, features, steps, max_step
         self.encoder = _encoder(channels, features)
         self.head = _head(features, channels)
         _kaiming(self)
         if head_init == "small":  # start as the identity: every step adds almost nothing
             nn.init.normal_(self.head[-1].weight, std=1e-3)
 
+    def residual(self, state: torch.Tensor) -> torch.Tensor:
+        """One step's residual ``tanh(f(I))`` ``(B, C, H, W)`` on the [0, 1] scale, clipped when ``max_step``."""
+        step = torch.tanh(self.head(self.encoder(state)))
+        if self.max_step:
+            bound = self.max_step / 255.0
+            step = step + (step.clamp(-bound, bound) - step).detach()
+        return step
+
     def forward(self, noisy: torch.Tensor) -> torch.Tensor:
         """Final estimate ``(B, C, H, W)`` after ``steps`` updates ``I ← I + tanh(f(I))``."""
         state = noisy
         for _ in range(self.steps):
-            state = state + torch.tanh(self.head(self.encoder(state)))
+            state = state + self.residual(state)
         return state
 
 

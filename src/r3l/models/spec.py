@@ -35,6 +35,7 @@ class ArchSpec:
     head_init: str = "kaiming"
     task: str = "residual_denoise"
     policy_form: str = "logits"
+    max_step: float = 0.0
 
     @property
     def entry(self) -> "ModelEntry":
@@ -61,7 +62,7 @@ class ArchSpec:
         entry = MODELS[value["name"]]
         for key in entry.fields:
             if key not in kept:
-                if key in ("head_init", "depth", "task", "policy_form"):  # older checkpoints left these at their defaults
+                if key in ("head_init", "depth", "task", "policy_form", "max_step"):  # older checkpoints left these at their defaults
                     continue
                 raise R3LError(f"{where}.{key} is missing for a {value['name']} model")
             check_arch_field(key, kept[key], where)
@@ -80,6 +81,10 @@ def check_arch_field(key: str, value: Any, where: str = "arch") -> None:
     if key == "policy_form":
         if value not in ("logits", "gaussian"):
             raise bad("'logits' or 'gaussian'")
+        return
+    if key == "max_step":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 256:
+            raise bad("a number of gray levels in [0, 256)")
         return
     if key == "action_step":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 256:
@@ -130,7 +135,7 @@ def spec_from_config(cfg) -> ArchSpec:
     m, env = cfg.model, cfg.env
     full = {"name": m.name, "channels": m.channels, "features": m.features, "n_actions": env.n_actions,
             "action_step": env.action_step, "steps": env.steps, "depth": m.depth, "head_init": m.head_init,
-            "task": env.name, "policy_form": m.policy_form}
+            "task": env.name, "policy_form": m.policy_form, "max_step": m.max_step}
     entry = model_entry(m.name)
     return ArchSpec(**{k: v for k, v in full.items() if k == "name" or k in entry.fields})
 
@@ -151,8 +156,8 @@ def _register_builtin() -> None:
         ("channels", "features", "n_actions", "action_step", "steps", "head_init", "task", "policy_form"), "ppo",
         policy=True))
     register_model("r3n", ModelEntry(
-        lambda s: R3N(s.channels, s.features, s.steps, s.head_init),
-        ("channels", "features", "steps", "head_init"), "supervised"))
+        lambda s: R3N(s.channels, s.features, s.steps, s.head_init, s.max_step),
+        ("channels", "features", "steps", "head_init", "max_step"), "supervised"))
     register_model("dncnn", ModelEntry(lambda s: DnCNN(s.channels, s.features, s.depth),
                                        ("channels", "features", "depth"), "supervised"))
     from r3l.models.ircnn import IRCNN

@@ -22,6 +22,14 @@ DEFAULT_MODEL = "r3l-gray-s25"
 """What ``r3l denoise`` and :meth:`Denoiser.pretrained` use without a model: the gray σ-25 R3L."""
 DEFAULT_COLOUR_MODEL = "r3l-color-s25"
 """What they use for colour images when it is installed; without it, the gray model denoises each channel."""
+FALLBACK_GRAY_MODEL = "r3n-gray-s25"
+"""The gray σ-25 R3N, r3l's deterministic counterpart trained from the same initialisation: what the defaults
+fall back to when no R3L model of the image's kind is installed."""
+DEFAULT_ORDER = {
+    1: (DEFAULT_MODEL, FALLBACK_GRAY_MODEL, DEFAULT_COLOUR_MODEL),
+    3: (DEFAULT_COLOUR_MODEL, DEFAULT_MODEL, FALLBACK_GRAY_MODEL),
+}
+"""For images of 1 or 3 channels, the models a default denoiser is taken from, the first installed one winning."""
 
 
 @dataclass
@@ -107,20 +115,18 @@ def find_model(name: str | None = None) -> ModelCard:
         if card.name == name:
             return card
     if not models:
-        raise R3LError(f"model {name!r}: no trained models are installed (this r3l ships none yet; see "
-                       "docs/results.md); pass --checkpoint CKPT, or add a folder of models with R3L_MODELS")
+        raise R3LError(f"model {name!r}: no trained models are installed (r3l's own live in the package's "
+                       "r3l/models/weights/); pass --checkpoint CKPT, or add a folder of models with R3L_MODELS")
     raise R3LError(f"model {name!r} not found; available: {', '.join(c.name for c in models)} (r3l models)")
 
 
 def default_model(channels: int = 1) -> ModelCard:
-    """The model for images of ``channels`` channels when none is named: :data:`DEFAULT_COLOUR_MODEL` for colour
-    and :data:`DEFAULT_MODEL` for gray images, each standing in for the other when only one is installed (a gray
-    model denoises each colour channel; a colour model sees a gray image as three equal channels)."""
+    """The model for images of ``channels`` channels when none is named: the first installed of
+    :data:`DEFAULT_ORDER` — for gray images the gray R3L, else the gray R3N, else the colour R3L (a colour model
+    sees a gray image as three equal channels); for colour images the colour R3L, else a gray model per channel."""
     installed = {card.name for card in list_models()}
-    preferred, other = DEFAULT_MODEL, DEFAULT_COLOUR_MODEL
-    if channels == 3:
-        preferred, other = other, preferred
-    return find_model(other if preferred not in installed and other in installed else preferred)
+    order = DEFAULT_ORDER[3 if channels == 3 else 1]
+    return find_model(next((name for name in order if name in installed), order[0]))
 
 
 def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: str = "cpu") -> float:

@@ -295,6 +295,6 @@ def model_loaders(checkpoints: list[str], names: list[str], device: str) -> dict
         for card in list_models():
             loaders[card.name] = lambda card=card: Denoiser.from_checkpoint(card.path, device)
     if not loaders:
-        raise R3LError("no model to serve: this r3l ships none yet; pass --checkpoint CKPT (or add models with "
+        raise R3LError("no model to serve: no trained models are installed; pass --checkpoint CKPT (or add models with "
                        "R3L_MODELS)")
     return loaders
