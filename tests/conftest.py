@@ -23,6 +23,15 @@ def _threads():
     torch.set_num_threads(2)
 
 
+def one_error(code, err, *fragments):
+    """A CLI call failed with exit code 2 and one ``r3l: error:`` line holding every fragment."""
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("r3l: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
 def smooth_image(rng: np.random.Generator, h: int, w: int, channels: int = 1) -> np.ndarray:
     """A synthetic natural-looking image: blurred random field plus edges, float in [0, 1]."""
     import cv2

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import DNCNN_WEIGHTS, needs_shared, train_tiny
+from conftest import DNCNN_WEIGHTS, needs_shared, one_error, train_tiny
 from r3l.io.checkpoint import load_checkpoint
 from r3l.cli import main
 from r3l.denoiser import Denoiser
@@ -30,14 +30,6 @@ def cli(capsys, *args):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def one_error(code, err, *fragments):
-    assert code == 2
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("r3l: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 # 1. SSIM on images smaller than its window

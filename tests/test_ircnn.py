@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED, needs_shared
+from conftest import SHARED, needs_shared, one_error
 from r3l.cli import main
 from r3l.config import from_dict
 from r3l.errors import R3LError
@@ -14,14 +14,6 @@ from r3l.models.networks import R3N, ActorCritic
 from r3l.tasks.denoise import ResidualDenoiseEnv
 
 CAFFE = {s: SHARED / "weights" / "ircnn" / f"zhang_cvpr17_denoise_{s}_gray.caffemodel" for s in (15, 25, 50)}
-
-
-def one_error(code, err, *fragments):
-    assert code == 2
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("r3l: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def kair_file(path, levels):

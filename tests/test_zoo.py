@@ -145,7 +145,7 @@ def test_the_web_page_offers_installed_models(registry, monkeypatch):
     root, _ = registry
     monkeypatch.setenv("R3L_MODELS", str(root / "models"))
     loaders = model_loaders([], [], "cpu")
-    assert list(loaders) == [DEFAULT_MODEL]
+    assert list(loaders)[0] == DEFAULT_MODEL and set(loaders) == {DEFAULT_MODEL, *SHIPPED}
     assert loaders[DEFAULT_MODEL]().arch.name == "r3l"
     assert list(model_loaders([], [DEFAULT_MODEL], "cpu")) == [DEFAULT_MODEL]
     monkeypatch.setenv("R3L_MODELS", str(root / "nothing"))

@@ -54,7 +54,7 @@ class ArchSpec:
         """An :class:`ArchSpec` from itself or a checkpoint's dict, each field checked for type and range."""
         if isinstance(value, ArchSpec):
             return value
-        if not isinstance(value, dict) or value.get("name") not in MODELS:
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str) or value["name"] not in MODELS:
             name = value.get("name") if isinstance(value, dict) else value
             raise R3LError(f"{where}.name = {name!r} is invalid, expected one of {', '.join(MODELS)}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -62,7 +62,8 @@ class ArchSpec:
         entry = MODELS[value["name"]]
         for key in entry.fields:
             if key not in kept:
-                if key in ("head_init", "depth", "task", "policy_form", "max_step"):  # older checkpoints left these at their defaults
+                # Older checkpoints left these at their defaults.
+                if key in ("head_init", "depth", "task", "policy_form", "max_step"):
                     continue
                 raise R3LError(f"{where}.{key} is missing for a {value['name']} model")
             check_arch_field(key, kept[key], where)
