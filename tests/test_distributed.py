@@ -61,6 +61,9 @@ def _one_update(rank: int, size: int, port: int, values: dict, out: str) -> None
     if rank == 0:
         torch.save({"params": {k: v.clone() for k, v in trainer.net.state_dict().items()}, "psnr": psnr,
                     "gain": float(stats["charts/psnr_gain"])}, out)
+    # DistributedDataParallel holds the process group: release it first, as the CLI does (a worker exiting with
+    # it alive can abort with SIGABRT, seen once in a loaded full run).
+    del trainer, stats
     if size > 1:
         torch_dist.destroy_process_group()
 
