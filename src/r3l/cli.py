@@ -101,7 +101,8 @@ def _load_denoiser(args: argparse.Namespace, channels: int = 1):
     if args.model == "dncnn":
         return Denoiser.from_dncnn_weights(args.weights, args.device, **options)
     if args.model == "ircnn":
-        return Denoiser.from_ircnn_weights(args.weights, args.device, sigma=getattr(args, "weights_sigma", 25.0), **options)
+        sigma = getattr(args, "weights_sigma", 25.0)  # `r3l export` has no --weights-sigma
+        return Denoiser.from_ircnn_weights(args.weights, args.device, sigma=sigma, **options)
     options["decoding"] = args.decode
     if args.checkpoint:
         return Denoiser.from_checkpoint(args.checkpoint, args.device, **options)

@@ -174,7 +174,7 @@ def read_kair(path: Path, sigma: float) -> Layers:
         if key not in state:
             raise R3LError(f"{path}: no entry {key!r} for sigma {sigma:g} (KAIR's ircnn_gray.pth has '0' … '24' "
                            f"for sigma 2 … 50); {HOW_TO_GET}")
-        if abs(KAIR_SIGMAS[int(key)] - sigma) > 1e-6 and int(key) < len(KAIR_SIGMAS):
+        if int(key) < len(KAIR_SIGMAS) and abs(KAIR_SIGMAS[int(key)] - sigma) > 1e-6:
             warn(f"{path}: no IRCNN model for sigma {sigma:g}; using the one for sigma {KAIR_SIGMAS[int(key)]}")
         state = state[key]
     if not isinstance(state, dict):
