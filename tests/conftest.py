@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ DNCNN_WEIGHTS = SHARED / "weights" / "dncnn_25.pth"
 if os.environ.get("CI") and not DNCNN_WEIGHTS.is_file():
     # CI has the research data beside its clone; a missing copy must fail the run, not skip the referee tests.
     raise RuntimeError(f"CI is set but the research data is missing: {DNCNN_WEIGHTS}")
+# Exported inference graphs (r3l.engines) go to a folder of this test run, not the user's cache.
+os.environ["R3L_CACHE_DIR"] = tempfile.mkdtemp(prefix="r3l-test-cache-")
 needs_shared = pytest.mark.skipif(not DNCNN_WEIGHTS.is_file(), reason=f"research data not found at {SHARED}")
 
 

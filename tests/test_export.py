@@ -34,7 +34,7 @@ def _inputs(channels: int = 1) -> list[torch.Tensor]:
 
 
 def _check(denoiser: Denoiser, tmp_path) -> None:
-    """8-bit outputs equal (ONNX: up to :data:`ONNX_TIES` of the pixels); for a one-pass network, whose output
+    """``denoiser`` (PyTorch, fp32, contiguous: the reference) and its exports: 8-bit outputs equal (ONNX: up to :data:`ONNX_TIES` of the pixels); for a one-pass network, whose output
     is continuous in its input, also equal to float rounding (a value at a .5 boundary may round either way)."""
     onnx_path = export_onnx(denoiser, tmp_path / "m.onnx")
     pt2_path = export_pt2(denoiser, tmp_path / "m.pt2")
@@ -54,18 +54,19 @@ def _check(denoiser: Denoiser, tmp_path) -> None:
 
 
 def test_r3l_greedy_exports_whole(r3l_checkpoint, tmp_path):
-    _check(Denoiser.from_checkpoint(r3l_checkpoint, "cpu"), tmp_path)
+    _check(Denoiser.from_checkpoint(r3l_checkpoint, "cpu", engine="torch", channels_last=False), tmp_path)
 
 
 def test_r3l_expected_decoding_and_self_ensemble_export(r3l_checkpoint, tmp_path):
-    _check(Denoiser.from_checkpoint(r3l_checkpoint, "cpu", decoding="expected", self_ensemble=True), tmp_path)
+    _check(Denoiser.from_checkpoint(r3l_checkpoint, "cpu", decoding="expected", self_ensemble=True,
+                                  engine="torch", channels_last=False), tmp_path)
 
 
 @pytest.mark.parametrize("name", ["r3n", "dncnn"])
 def test_other_architectures_export(name, tmp_path):
     torch.manual_seed(0)
     spec = ArchSpec(name, channels=1, features=8, steps=3, depth=5)
-    _check(Denoiser(build_network(spec), spec, "cpu"), tmp_path)
+    _check(Denoiser(build_network(spec), spec, "cpu", engine="torch", channels_last=False), tmp_path)
 
 
 @needs_shared
@@ -73,14 +74,14 @@ def test_kair_dncnn_exports_from_the_command_line(tmp_path, capsys):
     assert main(["export", "--model", "dncnn", "--weights", str(DNCNN_WEIGHTS), "--onnx",
                  str(tmp_path / "d.onnx")]) == 0
     assert "ONNX opset 18" in capsys.readouterr().out
-    denoiser = Denoiser.from_dncnn_weights(DNCNN_WEIGHTS, "cpu")
+    denoiser = Denoiser.from_dncnn_weights(DNCNN_WEIGHTS, "cpu", engine="torch", channels_last=False)
     x = _inputs()[-1]
     out = onnx_session(tmp_path / "d.onnx").run(None, {"x": x.numpy()})[0]
     assert np.abs(out - denoiser(x).numpy()).max() < 1e-5
 
 
 def test_steps_override_and_fixed_size(r3l_checkpoint, tmp_path):
-    denoiser = Denoiser.from_checkpoint(r3l_checkpoint, "cpu")
+    denoiser = Denoiser.from_checkpoint(r3l_checkpoint, "cpu", engine="torch", channels_last=False)
     short = InferenceProgram(denoiser, steps=2)
     x = torch.rand(1, 1, 20, 20)
     assert torch.equal(short(x), denoiser.trajectory(x)[2].clamp(0, 1))

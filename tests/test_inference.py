@@ -13,10 +13,11 @@ ARCHS = {
 
 
 def make(name: str, tile: int = Denoiser.TILE, **options) -> Denoiser:
-    """A CPU denoiser with the same seeded weights for every call."""
+    """A CPU denoiser with the same seeded weights for every call, in PyTorch (tests/test_engines.py has
+    onnxruntime's)."""
     arch, build = ARCHS[name]
     torch.manual_seed(0)
-    return Denoiser(build(), arch, "cpu", tile=tile, **options)
+    return Denoiser(build(), arch, "cpu", tile=tile, **{"engine": "torch", **options})
 
 
 def test_radius_is_the_receptive_field_of_all_passes():

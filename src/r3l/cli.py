@@ -97,16 +97,21 @@ def _load_denoiser(args: argparse.Namespace, channels: int = 1):
     from r3l.denoiser import Denoiser
 
     _check_model_args(args)
-    options = {"precision": args.precision, "compile": args.compile, "self_ensemble": args.self_ensemble}
+    options = {"precision": args.precision, "compile": args.compile, "self_ensemble": args.self_ensemble,
+               "engine": getattr(args, "engine", "torch")}  # `r3l export` has no --engine
     if args.model == "dncnn":
-        return Denoiser.from_dncnn_weights(args.weights, args.device, **options)
-    if args.model == "ircnn":
-        sigma = getattr(args, "weights_sigma", 25.0)  # `r3l export` has no --weights-sigma
-        return Denoiser.from_ircnn_weights(args.weights, args.device, sigma=sigma, **options)
-    options["decoding"] = args.decode
-    if args.checkpoint:
-        return Denoiser.from_checkpoint(args.checkpoint, args.device, **options)
-    return Denoiser.pretrained(args.model, args.device, channels=channels, **options)
+        denoiser = Denoiser.from_dncnn_weights(args.weights, args.device, **options)
+    elif args.model == "ircnn":
+        sigma = getattr(args, "weights_sigma", 25.0)  # nor --weights-sigma
+        denoiser = Denoiser.from_ircnn_weights(args.weights, args.device, sigma=sigma, **options)
+    elif args.checkpoint:
+        denoiser = Denoiser.from_checkpoint(args.checkpoint, args.device, decoding=args.decode, **options)
+    else:
+        denoiser = Denoiser.pretrained(args.model, args.device, channels=channels, decoding=args.decode, **options)
+    denoiser.prepare()
+    if getattr(args, "verbose", False):
+        print(f"{denoiser.arch.name} model on {denoiser.describe()}", file=sys.stderr)
+    return denoiser
 
 
 class _Denoisers:
@@ -450,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--compile", action="store_true",
                        help="torch.compile the network: faster on GPUs for many images, after tens of seconds "
                             "of compilation")
+        p.add_argument("--engine", choices=["auto", "torch", "onnxruntime"], default="auto",
+                       help="what runs the network: onnxruntime (the whole inference as one graph, on a CPU, "
+                            "fp32; pip install 'r3l[fast]'), torch, or auto (default: onnxruntime where it "
+                            "applies and is installed, else torch; the environment variable R3L_ENGINE changes "
+                            "what auto means). See docs/performance.md")
+        p.add_argument("--verbose", action="store_true",
+                       help="say what each model runs on (engine, precision, memory layout, threads)")
 
     p = sub.add_parser("eval", help="PSNR/SSIM on a test folder with the literature's protocol",
                        description="Evaluate on a folder of clean images: seeded noise per image (Gaussian "

@@ -14,7 +14,8 @@ from r3l.tasks import task_class
 from r3l.models.networks import ActorCritic, dncnn_from_weights
 from r3l.models.spec import ArchSpec, build_network
 from r3l.algos.optim import autocast
-from r3l.runtime import pick_device
+from r3l.engines import OnnxRuntimeEngine, resolve_engine
+from r3l.runtime import cpu_prefers_channels_last, pick_device
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DECODINGS = ("greedy", "expected")
@@ -29,7 +30,9 @@ class Denoiser:
 
     Outputs are clipped to [0, 1]. ``precision`` is ``fp32`` (exact, the default) or ``bf16``/``fp16`` (autocast:
     faster on GPUs, a few near-tied greedy actions may differ); ``compile`` runs the network through
-    ``torch.compile``. Example::
+    ``torch.compile``. ``engine`` (:mod:`r3l.engines`): ``torch``, ``onnxruntime`` (the whole inference in
+    onnxruntime, on a CPU), or ``auto`` (the default: onnxruntime where it applies and is installed, else
+    torch). Example::
 
         from r3l import Denoiser
         clean = Denoiser.from_checkpoint("runs/demo/best.safetensors").denoise(noisy_uint8_array)
@@ -42,7 +45,7 @@ class Denoiser:
 
     def __init__(self, net: nn.Module, arch: ArchSpec | dict, device: str | torch.device = "auto", tile: int = TILE,
                  precision: str = "fp32", channels_last: bool | None = None, compile: bool = False,
-                 decoding: str = "greedy", self_ensemble: bool = False):
+                 decoding: str = "greedy", self_ensemble: bool = False, engine: str = "auto"):
         from r3l.errors import R3LError
 
         if precision not in PRECISIONS:
@@ -56,13 +59,14 @@ class Denoiser:
         self.decoding, self.self_ensemble = decoding, self_ensemble
         self.device = pick_device(device) if isinstance(device, str) else device
         self.net = net.to(self.device).eval()
-        # NHWC convolutions are cuDNN's fast path (None: on for CUDA); on the CPU the plain layout is kept.
+        # NHWC convolutions are cuDNN's fast path, and oneDNN's on AVX-512 CPUs (None: on for those).
         if channels_last is None:
-            channels_last = self.device.type == "cuda"
+            channels_last = self.device.type == "cuda" or (self.device.type == "cpu" and cpu_prefers_channels_last())
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = self.net.to(memory_format=self.memory_format)
         # What each pass runs: the policy alone for R3L (the value head is not needed to act), else the network.
         self.forward = self.net.policy_logits if isinstance(self.net, ActorCritic) else self.net
+        self.compiled = compile
         if compile:
             # Shapes vary between images and tiles: sizes that recur become dynamic after one recompilation.
             self.forward = torch.compile(self.forward)
@@ -71,6 +75,35 @@ class Denoiser:
         if arch.entry.policy:
             # Inference applies the task's transition alone (no ground truth, no degradation).
             self.env = task_class(arch.task).from_spec(arch)
+        self.engine = resolve_engine(engine, self, precision, compile)
+        """``torch`` or ``onnxruntime``: what runs :meth:`__call__` (:meth:`trajectory` is always PyTorch's)."""
+        self._onnxruntime: OnnxRuntimeEngine | None = None
+        self._fallback = engine != "onnxruntime"  # auto falls back to torch if onnxruntime cannot run the graph
+
+    def prepare(self) -> "Denoiser":
+        """Make the engine ready now (onnxruntime: the exported graph and its session), not at the first image;
+        with ``auto``, a graph that onnxruntime cannot run is reported in one warning and PyTorch runs instead."""
+        from r3l.errors import R3LError, warn
+
+        if self.engine == "onnxruntime" and self._onnxruntime is None:
+            try:
+                self._onnxruntime = OnnxRuntimeEngine(self)
+            except R3LError as exc:
+                if not self._fallback:
+                    raise R3LError(f"engine onnxruntime: {exc}") from None
+                warn(f"onnxruntime engine unavailable ({exc}); running PyTorch")
+                self.engine = "torch"
+        return self
+
+    def describe(self) -> str:
+        """The engine as one phrase, e.g. ``onnxruntime, fp32, 2 threads`` or ``torch cpu, fp32, channels-last,
+        2 threads``."""
+        threads = f"{torch.get_num_threads()} threads" if self.device.type == "cpu" else None
+        if self.engine == "onnxruntime":
+            return f"onnxruntime, fp32, {threads}"
+        layout = "channels-last" if self.memory_format == torch.channels_last else "contiguous"
+        parts = [f"torch {self.device}", self.precision, layout, "compiled" if self.compiled else None, threads]
+        return ", ".join(p for p in parts if p)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
@@ -137,6 +170,8 @@ class Denoiser:
         return (per_pass + reach) * self.arch.steps
 
     def _run_once(self, x: torch.Tensor) -> torch.Tensor:
+        if self.engine == "onnxruntime" and self.prepare().engine == "onnxruntime":
+            return self._onnxruntime(x)
         if self.env is not None:
             return self.trajectory(x)[-1]
         with autocast(self.device, self.precision):

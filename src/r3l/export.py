@@ -19,25 +19,31 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
 from r3l.io.files import ensure_folder
 from r3l.tasks.denoise import ResidualDenoiseEnv
+
+if TYPE_CHECKING:
+    from r3l.denoiser import Denoiser
 
 ONNX_OPSET = 18
 """The opset of exported ONNX files (PyTorch's exporter writes 18 or later; onnxruntime runs it from 1.14)."""
 
 
 class InferenceProgram(nn.Module):
-    """A denoiser's whole inference as one module: ``(N, C, H, W)`` in [0, 1] → denoised, clipped to [0, 1]."""
+    """A denoiser's whole inference as one module: ``(N, C, H, W)`` in [0, 1] → denoised, clipped to [0, 1].
 
-    def __init__(self, denoiser: Denoiser, steps: int | None = None):
+    ``net`` replaces the denoiser's network (one of the same architecture; r3l's ONNX Runtime engine exports a
+    copy with other weights); the denoiser's own network is used as it is, in float32 and eval mode."""
+
+    def __init__(self, denoiser: Denoiser, steps: int | None = None, net: nn.Module | None = None):
         super().__init__()
-        self.net = denoiser.net.float().eval()
+        self.net = (denoiser.net if net is None else net).float().eval()
         self.policy = denoiser.env is not None
         self.decoding, self.self_ensemble = denoiser.decoding, denoiser.self_ensemble
         if self.policy:
@@ -103,21 +109,31 @@ def export_pt2(denoiser: Denoiser, path: str | Path, steps: int | None = None, d
 def export_onnx(denoiser: Denoiser, path: str | Path, steps: int | None = None, dynamic: bool = True,
                 size: tuple[int, int] = (64, 64)) -> Path:
     """Write ``path`` (``.onnx``): the whole inference as one ONNX graph at opset :data:`ONNX_OPSET`."""
+    return write_onnx(InferenceProgram(denoiser, steps), denoiser.channels, path, dynamic, size)
+
+
+def write_onnx(program: InferenceProgram, channels: int, path: str | Path, dynamic: bool = True,
+               size: tuple[int, int] = (64, 64), optimize: bool = True) -> Path:
+    """Write ``program`` to ``path`` as one ONNX graph. ``optimize=False`` skips the exporter's graph
+    optimisations, which fold constants: every parameter then stays an initializer named ``net.<state_dict
+    key>`` (onnxruntime makes the same fusions itself when it loads the graph)."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
         raise R3LError("ONNX export needs onnx and onnxscript: pip install 'r3l[export]'") from None
-    program = InferenceProgram(denoiser, steps).cpu()
+    program = program.cpu()
+    torch.manual_seed(0)
+    example = torch.rand(2, channels, *size)
     # The exporter's progress notes and warnings are not the user's business; its errors are.
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     with _atomic(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         quiet.setLevel(logging.ERROR)
-        torch.onnx.export(program, (_example(denoiser, size),), str(tmp), input_names=["x"],
+        torch.onnx.export(program, (example,), str(tmp), input_names=["x"],
                           output_names=["denoised"], opset_version=ONNX_OPSET, dynamo=True,
-                          dynamic_shapes=_dynamic_shapes(dynamic), external_data=False)
+                          dynamic_shapes=_dynamic_shapes(dynamic), external_data=False, optimize=optimize)
         quiet.setLevel(level)
     return Path(path)
 
@@ -139,12 +155,16 @@ def _atomic(path: str | Path):
         tmp.unlink(missing_ok=True)
 
 
-def onnx_session(path: str | Path):
-    """An onnxruntime CPU session for an exported file (``pip install 'r3l[export]'``)."""
+def onnx_session(model: str | Path | bytes, threads: int = 0):
+    """An onnxruntime CPU session for an exported file (or its bytes) with ``threads`` intra-op threads (0:
+    onnxruntime's default) (``pip install 'r3l[export]'``)."""
     try:
         import onnxruntime
     except ImportError:
         raise R3LError("running ONNX models needs onnxruntime: pip install 'r3l[export]'") from None
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model if isinstance(model, bytes) else str(model)
+    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])

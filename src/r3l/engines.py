@@ -1,0 +1,229 @@
+"""Inference engines: PyTorch, or onnxruntime running a denoiser's whole inference graph on the CPU.
+
+A :class:`~r3l.denoiser.Denoiser` runs on one of them:
+
+- ``torch``: r3l's own PyTorch code (any model, device, precision, ``torch.compile``);
+- ``onnxruntime``: the whole inference of one view (:class:`r3l.export.InferenceProgram`: every step and the
+  clip; the self-ensemble's 8 views call it in turn) as one ONNX graph in onnxruntime's CPU engine, which runs R3L's convolutions about twice as
+  fast as PyTorch's fp32 on a CPU (``benchmarks/cpu_speed.py``). Same outputs as fp32 PyTorch up to the order of
+  float sums: a greedy action whose two best logits are within rounding may differ (``tests/test_export.py``);
+- ``auto``: onnxruntime where it applies (a CPU, fp32, no ``torch.compile``, a model the export covers, and
+  ``pip install 'r3l[fast]'``), else torch. The environment variable ``R3L_ENGINE`` (``torch``,
+  ``onnxruntime`` or ``auto``) decides what ``auto`` means for every command and program.
+
+An architecture's graph is exported once (a few seconds, with the exporter's constant folding off so that every
+parameter stays an initializer named ``net.<parameter>``) and kept in :func:`cache_dir`; each network's weights
+are written into a copy of it, so a new checkpoint, or a network in training being validated, costs one
+onnxruntime session (about 0.2 s), not an export. A graph read or exported for the first time in a process is
+checked against PyTorch on a small input first: it was exported with random weights, so a parameter the
+exporter had folded into a constant would show.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from r3l.errors import R3LError
+from r3l.io.files import atomic_write_bytes
+from r3l.tasks.denoise import ResidualDenoiseEnv
+
+if TYPE_CHECKING:
+    from r3l.denoiser import Denoiser
+
+ENGINES = ("auto", "torch", "onnxruntime")
+ENGINE_VARIABLE = "R3L_ENGINE"
+CACHE_VARIABLE = "R3L_CACHE_DIR"
+FAST_EXTRA = "pip install 'r3l[fast]'"
+
+_GRAPHS: dict[str, bytes] = {}
+"""Exported graphs already read and checked in this process, by :func:`_graph_key`."""
+
+
+def requested_engine(engine: str) -> str:
+    """``engine`` checked; ``auto`` replaced by ``R3L_ENGINE`` when that is set."""
+    if engine not in ENGINES:
+        raise R3LError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        engine = os.environ.get(ENGINE_VARIABLE, "").strip() or "auto"
+        if engine not in ENGINES:
+            raise R3LError(f"{ENGINE_VARIABLE}={engine!r}: expected one of {', '.join(ENGINES)}")
+    return engine
+
+
+def onnxruntime_missing() -> str | None:
+    """Why the onnxruntime engine cannot run in this installation (a package missing), or None."""
+    for module in ("onnxruntime", "onnx", "onnxscript"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed ({FAST_EXTRA})"
+    return None
+
+
+def onnxruntime_refusal(denoiser: Denoiser, precision: str, compiled: bool) -> str | None:
+    """Why ``denoiser`` (as configured) cannot run in onnxruntime, or None when it can."""
+    if denoiser.device.type != "cpu":
+        return f"it runs on {denoiser.device.type}, and r3l's onnxruntime engine is the CPU's"
+    if precision != "fp32":
+        return f"precision {precision} is PyTorch's autocast (onnxruntime runs fp32)"
+    if compiled:
+        return "torch.compile is PyTorch's"
+    if denoiser.env is not None and not isinstance(denoiser.env, ResidualDenoiseEnv):
+        return f"the export covers R3L's residual actions, not the {denoiser.arch.task} task's"
+    return onnxruntime_missing()
+
+
+def resolve_engine(engine: str, denoiser: Denoiser, precision: str, compiled: bool) -> str:
+    """``torch`` or ``onnxruntime`` for ``denoiser``; an explicit ``onnxruntime`` that cannot run is an error."""
+    engine = requested_engine(engine)
+    if engine == "torch":
+        return engine
+    refusal = onnxruntime_refusal(denoiser, precision, compiled)
+    if refusal is None:
+        return "onnxruntime"
+    if engine == "onnxruntime":
+        raise R3LError(f"engine onnxruntime: {refusal}")
+    return "torch"
+
+
+def cache_dir() -> Path:
+    """Where exported graphs are kept: ``R3L_CACHE_DIR``, else ``$XDG_CACHE_HOME/r3l``, else ``~/.cache/r3l``."""
+    given = os.environ.get(CACHE_VARIABLE, "").strip()
+    if given:
+        return Path(given).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(base) / "r3l"
+
+
+class OnnxRuntimeEngine:
+    """``denoiser``'s inference of one view (every step, then the clip; no self-ensemble) in an onnxruntime CPU
+    session with ``threads`` threads (0: PyTorch's thread count). Called with ``(B, C, H, W)`` float32 noisy
+    images, returns the denoised batch in [0, 1]."""
+
+    def __init__(self, denoiser: Denoiser, threads: int = 0):
+        self.threads = threads or torch.get_num_threads()
+        key = _graph_key(denoiser)
+        if key in _GRAPHS:
+            self.session = self._session(_GRAPHS[key], denoiser.net)
+            return
+        path = cache_dir() / "onnx" / f"{key}.onnx"
+        try:
+            graph = path.read_bytes()
+            self.session = self._session(graph, denoiser.net)
+            _check_against_torch(self, denoiser)
+        except (OSError, R3LError):  # not cached yet, or a cached file that is damaged or stale: export anew
+            graph = _export_graph(denoiser)
+            self.session = self._session(graph, denoiser.net)
+            _check_against_torch(self, denoiser)
+            try:
+                atomic_write_bytes(path, graph)
+            except R3LError:
+                pass  # an unwritable cache costs an export per process, nothing else
+        _GRAPHS[key] = graph
+
+    def _session(self, graph: bytes, net: torch.nn.Module):
+        from r3l.export import onnx_session
+
+        try:
+            return onnx_session(_with_weights(graph, net), self.threads)
+        except R3LError:
+            raise
+        except Exception as exc:  # onnx's and onnxruntime's errors have many types
+            raise R3LError(f"onnxruntime could not load the exported graph ({_first_line(exc)})") from None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {"x": inputs})[0])
+
+
+def _graph_key(denoiser: Denoiser) -> str:
+    """What an exported graph depends on: the architecture, the parameters' names and shapes, the inference
+    options, and the versions of the exporter's stack."""
+    import onnx
+
+    from r3l import __version__
+    from r3l.export import ONNX_OPSET
+
+    net = denoiser.net
+    tensors = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+    fields = {
+        "arch": denoiser.arch.to_dict(), "network": type(net).__name__,
+        "tensors": [[name, list(t.shape)] for name, t in sorted(tensors.items())],
+        "decoding": denoiser.decoding, "opset": ONNX_OPSET,
+        "versions": [__version__, torch.__version__, onnx.__version__],
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _export_graph(denoiser: Denoiser) -> bytes:
+    """The inference graph of ``denoiser``'s architecture, exported from a copy of its network holding random
+    weights (which :func:`_with_weights` replaces)."""
+    import tempfile
+
+    from r3l.export import write_onnx
+
+    net = copy.deepcopy(denoiser.net).to("cpu", torch.float32, memory_format=torch.contiguous_format)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.05 * torch.randn(p.shape, generator=generator))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "graph.onnx"
+        try:
+            write_onnx(_one_view(denoiser, net), denoiser.channels, path, optimize=False)
+        except R3LError:
+            raise
+        except Exception as exc:  # the exporter's failures have many types
+            raise R3LError(f"the ONNX export failed ({_first_line(exc)})") from None
+        return path.read_bytes()
+
+
+def _one_view(denoiser: Denoiser, net: torch.nn.Module) -> torch.nn.Module:
+    """The inference program of ``denoiser`` on ``net`` without the self-ensemble."""
+    from r3l.export import InferenceProgram
+
+    program = InferenceProgram(denoiser, net=net)
+    program.self_ensemble = False
+    return program
+
+
+def _with_weights(graph: bytes, net: torch.nn.Module) -> bytes:
+    """``graph`` with every initializer ``net.<name>`` set to ``net``'s parameter or buffer of that name."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_model_from_string(graph)
+    tensors = {f"net.{name}": t for name, t in [*net.named_parameters(), *net.named_buffers()]}
+    for init in model.graph.initializer:
+        if not init.name.startswith("net."):
+            continue
+        if init.name not in tensors:
+            raise R3LError(f"the exported graph's {init.name} is not a tensor of this network")
+        value = tensors[init.name].detach().to("cpu", torch.float32).contiguous().numpy()
+        init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), init.name))
+    return model.SerializeToString()
+
+
+def _check_against_torch(engine: OnnxRuntimeEngine, denoiser: Denoiser) -> None:
+    """Refuse a graph that does not compute what PyTorch computes with the same weights (mean 8-bit difference
+    on a 24 × 28 input below 1e-4 of the range: a near-tied action or two may flip, a stale weight may not)."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(1, denoiser.channels, 24, 28, generator=generator)
+    reference = copy.deepcopy(denoiser.net).to("cpu", torch.float32, memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        expected = _one_view(denoiser, reference)(x)
+    difference = float((engine(x) - expected).abs().mean())
+    if not difference < 1e-4:
+        raise R3LError(f"the exported graph does not reproduce PyTorch (mean difference {difference:.2g})")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,218 @@
+"""Inference engines: onnxruntime runs a denoiser's whole inference as PyTorch's fp32 does, from one graph per
+architecture (cached), and ``auto`` falls back to PyTorch, in one warning, where it cannot."""
+
+import numpy as np
+import pytest
+import torch
+
+import r3l.engines as engines
+import r3l.export
+from conftest import one_error, train_tiny
+from r3l.cli import main
+from r3l.denoiser import Denoiser
+from r3l.errors import R3LError, R3LWarning
+from r3l.io.images import write_image
+from r3l.models.spec import ArchSpec, build_network
+
+#: As tests/test_export.py: greedy actions whose two best logits are within float rounding may differ.
+TIES = 1e-3
+
+
+@pytest.fixture(scope="module")
+def r3l_checkpoint(tmp_path_factory):
+    return train_tiny(tmp_path_factory.mktemp("engines"), episodes=4, validate=False) / "run" / "last.safetensors"
+
+
+@pytest.fixture(autouse=True)
+def _auto(monkeypatch):
+    monkeypatch.delenv("R3L_ENGINE", raising=False)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A cache folder of this test's own, and no graph remembered from earlier tests (other tests share the
+    test run's cache: each export takes seconds)."""
+    monkeypatch.setenv("R3L_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(engines, "_GRAPHS", {})
+    return tmp_path / "cache" / "onnx"
+
+
+def _exports(monkeypatch) -> list:
+    """Count the ONNX exports that follow."""
+    calls = []
+    real = r3l.export.write_onnx
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(r3l.export, "write_onnx", counting)
+    return calls
+
+
+def _agree(fast: Denoiser, reference: Denoiser, x: torch.Tensor) -> None:
+    ours, theirs = fast(x), reference(x)
+    assert ours.shape == theirs.shape == x.shape
+    off = float((torch.round(ours * 255) != torch.round(theirs * 255)).float().mean())
+    assert off <= TIES, off
+    if fast.env is None:  # one continuous pass: equal to float rounding
+        assert float((ours - theirs).abs().max()) < 1e-5
+
+
+def _random(spec: ArchSpec, **options) -> tuple[Denoiser, Denoiser]:
+    """A randomly initialised network of ``spec`` on the auto engine, and the fp32 PyTorch reference."""
+    torch.manual_seed(0)
+    net = build_network(spec)
+    return (Denoiser(net, spec, "cpu", **options).prepare(),
+            Denoiser(net, spec, "cpu", engine="torch", channels_last=False, **options))
+
+
+SPECS = {
+    "r3n_clipped": ArchSpec("r3n", features=8, steps=3, max_step=13.0),
+    "r3l_gaussian": ArchSpec("r3l", features=8, n_actions=9, action_step=2.0, steps=2, policy_form="gaussian",
+                             head_init="residual"),
+    "dncnn_colour": ArchSpec("dncnn", channels=3, features=8, depth=4),
+    "ircnn": ArchSpec("ircnn", features=8),
+}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_auto_runs_onnxruntime_with_torchs_output(name):
+    options = {"decoding": "expected", "self_ensemble": True} if name == "r3l_gaussian" else {}
+    fast, reference = _random(SPECS[name], **options)
+    assert fast.engine == "onnxruntime" and reference.engine == "torch"
+    channels = SPECS[name].channels
+    for shape in [(1, channels, 33, 47), (3, channels, 16, 16)]:
+        _agree(fast, reference, torch.rand(*shape))
+
+
+def test_trained_r3l_with_every_inference_option(r3l_checkpoint):
+    torch.manual_seed(1)
+    x = torch.rand(2, 1, 30, 41)
+    for options in [{}, {"self_ensemble": True}]:  # the ensemble's views run the same graph
+        fast = Denoiser.from_checkpoint(r3l_checkpoint, "cpu", **options)
+        reference = Denoiser.from_checkpoint(r3l_checkpoint, "cpu", engine="torch", channels_last=False, **options)
+        _agree(fast, reference, x)
+        assert fast.engine == "onnxruntime"  # it ran there, no fall-back
+
+
+def test_tiles_are_stitched_as_in_torch(r3l_checkpoint):
+    fast = Denoiser.from_checkpoint(r3l_checkpoint, "cpu")
+    reference = Denoiser.from_checkpoint(r3l_checkpoint, "cpu", engine="torch", channels_last=False)
+    fast.tile = reference.tile = 24
+    _agree(fast, reference, torch.rand(1, 1, 50, 61))
+
+
+def test_one_graph_per_architecture_new_weights_written_into_it(cache, monkeypatch):
+    spec = SPECS["r3n_clipped"]
+    calls = _exports(monkeypatch)
+    x = torch.rand(1, 1, 20, 25)
+    for seed in range(3):  # three networks, one architecture: one export, each network's own output
+        torch.manual_seed(seed)
+        net = build_network(spec)
+        fast = Denoiser(net, spec, "cpu").prepare()
+        _agree(fast, Denoiser(net, spec, "cpu", engine="torch", channels_last=False), x)
+    assert len(calls) == 1
+    assert len(list(cache.glob("*.onnx"))) == 1
+    monkeypatch.setattr(engines, "_GRAPHS", {})  # a new process: the file is read, not exported
+    Denoiser(build_network(spec), spec, "cpu").prepare()
+    assert len(calls) == 1
+
+
+def test_damaged_cache_file_is_exported_again(cache, monkeypatch):
+    spec = SPECS["r3n_clipped"]
+    path = cache / f"{engines._graph_key(Denoiser(build_network(spec), spec, 'cpu', engine='torch'))}.onnx"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a graph")
+    calls = _exports(monkeypatch)
+    fast, reference = _random(spec)
+    assert fast.engine == "onnxruntime" and len(calls) == 1
+    _agree(fast, reference, torch.rand(1, 1, 19, 23))
+    assert path.read_bytes() != b"not a graph"
+
+
+def test_unwritable_cache_still_runs(cache, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("R3L_CACHE_DIR", str(blocker / "below"))
+    fast, reference = _random(SPECS["ircnn"])
+    assert fast.engine == "onnxruntime"
+    _agree(fast, reference, torch.rand(1, 1, 21, 22))
+
+
+def test_a_graph_that_ignores_the_weights_is_refused(cache, monkeypatch):
+    # What a graph whose exporter had folded a parameter into a constant would do: keep the export's weights.
+    monkeypatch.setattr(engines, "_with_weights", lambda graph, net: graph)
+    with pytest.warns(R3LWarning, match="does not reproduce PyTorch.*running PyTorch"):
+        fast, reference = _random(SPECS["r3n_clipped"])
+    assert fast.engine == "torch"
+    _agree(fast, reference, torch.rand(1, 1, 16, 16))
+    with pytest.raises(R3LError, match="^engine onnxruntime: the exported graph does not reproduce"):
+        Denoiser(reference.net, reference.arch, "cpu", engine="onnxruntime").prepare()
+
+
+def test_where_onnxruntime_does_not_apply(monkeypatch):
+    spec = SPECS["ircnn"]
+    net = build_network(spec)
+    for options, reason in [({"precision": "bf16"}, "precision bf16"), ({"compile": True}, "torch.compile")]:
+        assert Denoiser(net, spec, "cpu", **options).engine == "torch"
+        with pytest.raises(R3LError, match=f"^engine onnxruntime: {reason}"):
+            Denoiser(net, spec, "cpu", engine="onnxruntime", **options)
+    pixelrl = ArchSpec("r3l", features=8, n_actions=9, action_step=1.0, steps=2, task="pixelrl_denoise")
+    assert Denoiser(build_network(pixelrl), pixelrl, "cpu").engine == "torch"
+    with pytest.raises(R3LError, match="pixelrl_denoise"):
+        Denoiser(build_network(pixelrl), pixelrl, "cpu", engine="onnxruntime")
+    monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else 1)
+    assert Denoiser(net, spec, "cpu").engine == "torch"
+    with pytest.raises(R3LError, match=r"onnxruntime is not installed \(pip install 'r3l\[fast\]'\)"):
+        Denoiser(net, spec, "cpu", engine="onnxruntime")
+
+
+def test_r3l_engine_variable_says_what_auto_means(monkeypatch):
+    spec = SPECS["ircnn"]
+    net = build_network(spec)
+    monkeypatch.setenv("R3L_ENGINE", "torch")
+    assert Denoiser(net, spec, "cpu").engine == "torch"
+    assert Denoiser(net, spec, "cpu", engine="onnxruntime").engine == "onnxruntime"  # an explicit choice wins
+    monkeypatch.setenv("R3L_ENGINE", "fast")
+    with pytest.raises(R3LError, match="R3L_ENGINE='fast': expected one of auto, torch, onnxruntime"):
+        Denoiser(net, spec, "cpu")
+    with pytest.raises(R3LError, match="engine 'gpu'"):
+        Denoiser(net, spec, "cpu", engine="gpu")
+
+
+def test_command_line_engine_and_verbose(r3l_checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    image = tmp_path / "in.png"
+    write_image(image, rng.random((30, 40, 1)).astype(np.float32))
+    outputs = {}
+    for engine in ["auto", "torch", "onnxruntime"]:
+        out = tmp_path / f"{engine}.png"
+        assert main(["denoise", str(image), "-o", str(out), "--checkpoint", str(r3l_checkpoint),
+                     "--engine", engine, "--verbose"]) == 0
+        err = capsys.readouterr().err
+        expected = "torch cpu, fp32, channels-last" if engine == "torch" else "onnxruntime, fp32"
+        assert f"r3l model on {expected}" in err, err
+        outputs[engine] = out.read_bytes()
+    assert outputs["auto"] == outputs["onnxruntime"]
+    code = main(["eval", "--checkpoint", str(r3l_checkpoint), "--data", str(tmp_path), "--engine", "onnxruntime",
+                 "--precision", "bf16", "--quiet"])
+    one_error(code, capsys.readouterr().err, "engine onnxruntime: precision bf16")
+
+
+def test_training_validation_runs_on_onnxruntime_as_on_torch(tmp_path, monkeypatch):
+    from r3l.config import from_dict
+    from r3l.trainer import Trainer
+
+    root = train_tiny(tmp_path, episodes=2, validate=False)
+    import yaml
+
+    cfg = from_dict(yaml.safe_load((root / "tiny.yaml").read_text()), [f"data.val={root / 'test'}"])
+    trainer = Trainer(cfg, tmp_path / "again")
+    runs = []
+    real = engines.OnnxRuntimeEngine.__call__
+    monkeypatch.setattr(engines.OnnxRuntimeEngine, "__call__", lambda self, x: runs.append(1) or real(self, x))
+    fast = trainer.validate()
+    assert runs
+    monkeypatch.setenv("R3L_ENGINE", "torch")
+    assert abs(trainer.validate() - fast) < 0.01
