@@ -59,10 +59,26 @@ def test_bf16_training_episode_matches_fp32_statistics(tiny_folder):
     assert b["health/bad_update"] == 0
 
 
-def test_auto_precision_is_fp32_on_the_cpu():
-    assert resolve_precision(CPU, "auto") == "fp32"
+def test_auto_precision_on_the_cpu_is_bf16_where_the_cpu_has_bf16(monkeypatch):
+    import r3l.runtime
+
     assert resolve_precision(CPU, "bf16") == "bf16"
     assert resolve_precision(CPU, "fp16") == "fp16"
+    assert resolve_precision(CPU, "fp32") == "fp32"
+    for native, expected in [(True, "bf16"), (False, "fp32")]:
+        monkeypatch.setattr(r3l.runtime, "cpu_has_native_bf16", lambda native=native: native)
+        assert resolve_precision(CPU, "auto") == expected
+
+
+def test_cpu_bf16_detection_reads_the_cpu(monkeypatch):
+    from r3l.runtime import cpu_has_native_bf16
+
+    flags = {"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": False}
+    for name in flags:
+        monkeypatch.setattr(torch.cpu, name, lambda name=name: flags[name])
+    assert not cpu_has_native_bf16()
+    flags["_is_amx_tile_supported"] = True
+    assert cpu_has_native_bf16()
 
 
 def _linear_step(precision: Precision, loss_value: float | None = None, grad_scale: float = 1.0):

@@ -31,8 +31,12 @@ def test_short_training_on_bundled_images_beats_the_noisy_input(tmp_path):
     assert s["ssim"] > s["ssim_noisy"]
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_folder):
-    values = tiny_config(str(tiny_folder / "train"), str(tiny_folder / "test"), episodes=6)
+@pytest.mark.parametrize("layout", ["off", "on"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_folder, layout):
+    # channels-last: the restored Adam moments must take the parameters' layout (the fused kernel pairs
+    # elements in memory order)
+    values = tiny_config(str(tiny_folder / "train"), str(tiny_folder / "test"), episodes=6,
+                         train__channels_last=layout)
     whole = Trainer(from_dict(values), tiny_folder / "whole")
     whole.train()
     first = Trainer(from_dict(values), tiny_folder / "split")

@@ -55,6 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         configure_torch(cfg)
         trainer = Trainer(cfg, run_dir, resume=resume, force=args.force, world=world)
+        if world.main:
+            print(f"training {cfg.name} on {trainer.describe()}", flush=True)
         if resume and world.main:
             print(f"resuming {run_dir} at episode {trainer.start_episode} of {cfg.train.episodes}", flush=True)
         last = trainer.train()

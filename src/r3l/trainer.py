@@ -26,7 +26,7 @@ from r3l.logger import MetricLogger
 from r3l.models.ircnn import init_from_ircnn, init_from_r3n
 from r3l.models.networks import init_from_dncnn
 from r3l.models.spec import build_network, model_entry, spec_from_config
-from r3l.runtime import pick_device, resolve_compile
+from r3l.runtime import cpu_prefers_channels_last, pick_device, resolve_compile
 from r3l.tasks import make_env
 
 
@@ -119,7 +119,9 @@ class Trainer:
         if world.active:
             world.shard(cfg.data.batch_size)  # a clear error now if the batch does not split evenly
         cuda = self.device.type == "cuda"
-        self.channels_last = cfg.train.channels_last == "on" or (cfg.train.channels_last == "auto" and cuda)
+        layout = cfg.train.channels_last
+        cpu = self.device.type == "cpu"
+        self.channels_last = layout == "on" or (layout == "auto" and (cuda or (cpu and cpu_prefers_channels_last())))
         torch.manual_seed(cfg.seed)  # the network's initial weights
 
         self.train_images = load_images(cfg.data.train, cfg.model.channels, "data.train")
@@ -182,6 +184,16 @@ class Trainer:
             except OSError as exc:
                 raise R3LError(f"{self.run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
             save_config(cfg, self.run_dir / "config.yaml")
+
+    def describe(self) -> str:
+        """What the training runs on, as resolved from ``auto``: e.g. ``cpu, bf16 autocast, channels-last, 2
+        threads, not compiled``."""
+        parts = [str(self.device), "fp32" if self.precision.name == "fp32" else f"{self.precision.name} autocast",
+                 "channels-last" if self.channels_last else "contiguous"]
+        if self.device.type == "cpu":
+            parts.append(f"{torch.get_num_threads()} threads")
+        parts.append("not compiled" if self.compile == "off" else f"compiled ({self.compile}, {self.compile_mode})")
+        return ", ".join(parts)
 
     def _resume_checkpoint(self) -> tuple[Path, Checkpoint]:
         """The newest checkpoint that loads and verifies: ``last``, else the one it replaced."""

@@ -170,9 +170,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
-    """``auto``: bf16 on GPUs that support it, fp16 on older CUDA GPUs, fp32 on the CPU."""
+    """``auto``: bf16 on GPUs that support it, fp16 on older CUDA GPUs; on a CPU, bf16 where it multiplies bf16
+    in hardware (AVX512-BF16 or AMX: learning curves as fp32's, episodes 2–4× faster; docs/performance.md), else
+    fp32."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    from r3l.runtime import cpu_has_native_bf16
+
+    return "bf16" if cpu_has_native_bf16() else "fp32"

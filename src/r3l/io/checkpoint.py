@@ -188,3 +188,10 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint, path: 
         optimizer.load_state_dict({"state": ckpt.optim_state, "param_groups": ckpt.optim_groups})
     except (ValueError, KeyError):
         raise R3LError(f"{path}: optimiser state does not fit this model") from None
+    # The file holds the moments in the plain layout; a channels-last network's must be channels-last again:
+    # the fused Adam kernel walks a parameter and its moments in memory order, so mixed layouts would pair the
+    # wrong elements (measured: updates off by up to 1.6 lr after a resume).
+    for param, state in optimizer.state.items():
+        for name, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
