@@ -18,8 +18,9 @@ fp32 and bf16) close the section.
 
 Training: each --train-config (its data and weights from $R3L_DATA / $R3L_WEIGHTS) at fp32 and bf16 ×
 contiguous and channels-last, ``--episodes`` timed episodes after one warm-up, at ``--threads`` threads; what
-``train.precision: auto`` and ``train.channels_last: auto`` resolve to here. Prints one JSON object (and writes
-it to --out).
+``train.precision: auto`` and ``train.channels_last: auto`` resolve to here. With --validate-data, one training
+validation of the first config's network on that folder, on the ``auto`` engine and on PyTorch. Prints one JSON
+object (and writes it to --out).
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ def denoisers(args: argparse.Namespace) -> dict[str, dict[str, Denoiser]]:
 def inference(args: argparse.Namespace) -> dict:
     images = load_images(args.data, 1, "--data", args.images + 1)
     pairs = [(im.float, noisy_version(im.float, im.name, 25, 0)) for im in images]
+    if args.size:  # the top-left crop of each image (a quick check of the script)
+        h, w = args.size
+        pairs = [(np.ascontiguousarray(c[:h, :w]), np.ascontiguousarray(n[:h, :w])) for c, n in pairs]
     models = denoisers(args)
     prepared = {}
     for model, engines in models.items():
@@ -231,17 +235,43 @@ def training(args: argparse.Namespace) -> dict:
     return out
 
 
+def validation(args: argparse.Namespace) -> dict:
+    """Seconds of one validation of the first training config's network on --validate-data (all its images,
+    the config's σ), on the engine ``auto`` picks and on PyTorch."""
+    import os
+
+    from r3l.config import load_config
+    from r3l.runtime import configure_torch
+    from r3l.trainer import Trainer
+
+    cfg = load_config(args.train_config[0], [f"data.val={args.validate_data}", "data.val_max_images=0",
+                                            f"train.threads={args.threads}", "train.progress=false",
+                                            "train.tensorboard=false", "train.device=cpu"])
+    configure_torch(cfg)
+    trainer = Trainer(cfg, Path(args.run_root) / f"{cfg.name}_validation", force=True)
+    out = {"config": args.train_config[0], "images": len(trainer.val_images)}
+    for engine in ("auto", "torch"):
+        os.environ["R3L_ENGINE"] = engine
+        start = time.perf_counter()
+        value = trainer.validate()
+        out[engine] = {"seconds": time.perf_counter() - start, "psnr": value}
+    os.environ.pop("R3L_ENGINE")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder of test images (e.g. BSD68)")
     parser.add_argument("--images", type=int, default=4, help="timed images per engine (after one warm-up)")
     parser.add_argument("--dncnn", help="KAIR's dncnn_25.pth (the DnCNN rows)")
     parser.add_argument("--ircnn", help="IRCNN's σ-25 gray caffemodel: R3L starts from its weights")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="time crops of this size")
     parser.add_argument("--bm3d-images", type=int, default=1, help="images BM3D denoises (0: no BM3D row)")
     parser.add_argument("--train-config", action="append", default=[], help="a training config to time")
     parser.add_argument("--episodes", type=int, default=4, help="timed training episodes per setting")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     parser.add_argument("--run-root", default="/tmp/r3l-cpu-speed", help="where the timed trainings write")
+    parser.add_argument("--validate-data", help="also time a training validation on this folder (e.g. BSD68)")
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
@@ -263,6 +293,8 @@ def main() -> None:
         result["inference"] = inference(args)
     if args.train_config:
         result["training"] = training(args)
+    if args.validate_data and args.train_config:
+        result["validation"] = validation(args)
     emit(result, args.out)
 
 

@@ -126,3 +126,35 @@ def test_export_speed_benchmark_compares_onnxruntime_with_pytorch(tiny_folder, t
     assert speed["pytorch"] > 0 and speed["onnxruntime"] > 0
     assert result["onnxruntime_speedup"] == pytest.approx(speed["pytorch"] / speed["onnxruntime"])
     assert result["pixels"] == 2 * 32 * 32 and result["pixels_off"] <= result["pixels"] * 1e-2
+
+
+def test_cpu_speed_benchmark_compares_engines_and_training_settings(tiny_folder, tmp_path):
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "tiny", "model": {"init": "scratch", "features": 8, "head_init": "small"},
+        "data": {"train": "skimage", "val": "", "batch_size": 4, "crop": 16, "workers": 0},
+        "ppo": {"epochs": 1, "minibatches": 1}, "train": {"episodes": 10}}))
+    result = run("cpu_speed.py", "--data", str(tiny_folder / "test"), "--images", "1", "--size", "24", "28",
+                 "--bm3d-images", "1", "--train-config", str(config), "--episodes", "1", "--threads", "2",
+                 "--run-root", str(tmp_path / "runs"), "--validate-data", str(tiny_folder / "test"))
+    assert result["threads"] == 2 and result["auto"]["train.precision"] in ("fp32", "bf16")
+    r3l = result["inference"]["models"]["r3l"]
+    assert set(r3l) == {"torch_fp32", "torch_fp32_channels_last", "torch_bf16", "torch_bf16_channels_last",
+                        "onnxruntime"}
+    assert r3l["torch_fp32"]["pixels_differing_from_torch_fp32"] == 0
+    assert r3l["onnxruntime"]["pixels_differing_from_torch_fp32"] <= 0.01
+    assert all(row["seconds_per_image"] > 0 and row["psnr"] > 0 for row in r3l.values())
+    floor = result["inference"]["floor"]
+    # six steps of the paper's policy network: 200,859 weights of multiply-adds per pixel and step
+    assert floor["multiply_adds"] == pytest.approx(24 * 28 * 6 * 200_859, rel=0.01)
+    assert result["inference"]["r3l_over_floor"]["fp32"]["onnxruntime"] == pytest.approx(
+        r3l["onnxruntime"]["seconds_per_image"] / floor["fp32_s"])
+    assert result["inference"]["models"]["bm3d"]["bm3d_package"]["images"] == 1
+    settings = result["training"]["tiny"]["settings"]
+    assert set(settings) == {"fp32_contiguous", "fp32_channels_last", "bf16_contiguous", "bf16_channels_last"}
+    assert settings["fp32_contiguous"]["speedup_over_fp32_contiguous"] == 1.0
+    validation = result["validation"]
+    assert validation["images"] == 2 and validation["auto"]["psnr"] == pytest.approx(validation["torch"]["psnr"],
+                                                                                        abs=0.05)

@@ -201,10 +201,11 @@ class TrainConfig:
     """Stop after this many updates in a row were skipped for non-finite losses or gradients."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """Network arithmetic in training: ``fp32``, ``bf16`` (autocast), ``fp16`` (autocast with dynamic loss
-    scaling) or ``auto`` (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU). Losses,
-    log-probabilities, GAE and the optimiser always run in fp32."""
+    scaling) or ``auto`` (bf16 on GPUs that support it, fp16 on older GPUs; on a CPU, bf16 where it has bf16
+    hardware, AVX512-BF16 or AMX, else fp32). Losses, log-probabilities, GAE and the optimiser always run in
+    fp32."""
     channels_last: Switch = "auto"
-    """``on``, ``off`` or ``auto`` (on for CUDA): NHWC memory layout for the convolutions."""
+    """``on``, ``off`` or ``auto`` (on for CUDA and AVX-512 CPUs): NHWC memory layout for the convolutions."""
     tf32: Switch = "auto"
     """``on``, ``off`` or ``auto`` (on): TF32 matrix and convolution arithmetic on NVIDIA GPUs."""
     cudnn_benchmark: Switch = "auto"
