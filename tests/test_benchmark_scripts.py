@@ -9,9 +9,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import ROOT
+from r3l.algos.optim import resolve_precision
 from r3l.models.networks import ActorCritic
 
 BENCH = ROOT / "benchmarks"
+CPU_AUTO = resolve_precision(torch.device("cpu"), "auto")
+"""What ``train.precision: auto`` means on this CPU (bf16 where it has bf16 hardware)."""
 TINY = ["--device", "cpu", "--preset", "default", "--batch", "4", "--crop", "16", "--set", "model.features=8"]
 
 
@@ -26,7 +29,7 @@ def test_episode_benchmark_reports_ratio_flops_and_memory(tmp_path):
     out = tmp_path / "episode.json"
     result = run("episode.py", *TINY, "--episodes", "1", "--out", str(out))
     assert json.loads(out.read_text()) == result
-    assert result["device"] and result["precision"] == "fp32" and result["batch"] == 4
+    assert result["device"] and result["precision"] == CPU_AUTO and result["batch"] == 4
     assert result["ratio"] == pytest.approx(result["episode_s"] / result["network_floor_s"])
     assert result["pixel_steps_per_s"] == pytest.approx(4 * 16 * 16 * 6 / result["episode_s"])
     # The rollout's 6 × 4 image forwards plus 4 epochs of forward + backward over the 6 × 4 states: between
@@ -107,7 +110,7 @@ def test_learning_benchmark_reports_curves_and_stops_on_time(tmp_path):
     full = run("learning.py", "--config", str(config), "--episodes", "4", "--val-every", "2", *small,
                "--run-dir", str(tmp_path / "a"), "--out", str(tmp_path / "a.json"))
     assert json.loads((tmp_path / "a.json").read_text()) == full
-    assert full["episodes"] == 4 and full["precision"] == "fp32" and full["compile"][0] == "off"
+    assert full["episodes"] == 4 and full["precision"] == CPU_AUTO and full["compile"][0] == "off"
     assert [e for e, _ in full["val_psnr"]] == [2, 4] and all(15 < p < 40 for _, p in full["val_psnr"])
     assert [e for e, _ in full["entropy"]] == [2, 4] and 0 < full["final"]["entropy"] <= 3.3
     assert full["episodes_per_s"] > 0 and full["peak_gpu_mib"] is None
