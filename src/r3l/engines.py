@@ -4,9 +4,10 @@ A :class:`~r3l.denoiser.Denoiser` runs on one of them:
 
 - ``torch``: r3l's own PyTorch code (any model, device, precision, ``torch.compile``);
 - ``onnxruntime``: the whole inference of one view (:class:`r3l.export.InferenceProgram`: every step and the
-  clip; the self-ensemble's 8 views call it in turn) as one ONNX graph in onnxruntime's CPU engine, which runs R3L's convolutions about twice as
-  fast as PyTorch's fp32 on a CPU (``benchmarks/cpu_speed.py``). Same outputs as fp32 PyTorch up to the order of
-  float sums: a greedy action whose two best logits are within rounding may differ (``tests/test_export.py``);
+  clip; the self-ensemble's 8 views call it in turn) as one ONNX graph in onnxruntime's CPU engine: 1.5× (R3L)
+  to 2× (R3N) faster than PyTorch's fp32 on a 2-core CPU (``benchmarks/cpu_speed.py``). Same outputs as fp32
+  PyTorch up to the order of float sums: a greedy action whose two best logits are within rounding may differ
+  (``tests/test_export.py``);
 - ``auto``: onnxruntime where it applies (a CPU, fp32, no ``torch.compile``, a model the export covers, and
   ``pip install 'r3l[fast]'``), else torch. The environment variable ``R3L_ENGINE`` (``torch``,
   ``onnxruntime`` or ``auto``) decides what ``auto`` means for every command and program.
@@ -14,7 +15,7 @@ A :class:`~r3l.denoiser.Denoiser` runs on one of them:
 An architecture's graph is exported once (a few seconds, with the exporter's constant folding off so that every
 parameter stays an initializer named ``net.<parameter>``) and kept in :func:`cache_dir`; each network's weights
 are written into a copy of it, so a new checkpoint, or a network in training being validated, costs one
-onnxruntime session (about 0.2 s), not an export. A graph read or exported for the first time in a process is
+onnxruntime session (about 0.1 s), not an export. A graph read or exported for the first time in a process is
 checked against PyTorch on a small input first: it was exported with random weights, so a parameter the
 exporter had folded into a constant would show.
 """
