@@ -217,3 +217,23 @@ def test_r3l_starts_from_an_r3n(tmp_path):
     assert torch.equal(net.encoder[2].weight, r3n.encoder[2].weight)
     with pytest.raises(R3LError, match="init_checkpoint"):
         build_model(from_dict({"model": {"init": "checkpoint"}}))
+
+
+def test_r3n_continues_from_an_r3n_clipped_otherwise(tmp_path):
+    """``init: checkpoint`` with the same network continues from its weights, also when only the step clip (or
+    the step count) differs; another shape is refused."""
+    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.spec import ArchSpec
+    from r3l.trainer import build_model
+
+    torch.manual_seed(0)
+    r3n = R3N(1, 8, steps=6)
+    save_checkpoint(tmp_path / "r3n.safetensors",
+                    Checkpoint(ArchSpec("r3n", channels=1, features=8, steps=6), r3n.state_dict(), {}, 10, {}))
+    model = {"name": "r3n", "init": "checkpoint", "init_checkpoint": str(tmp_path / "r3n.safetensors"),
+             "head_init": "residual"}
+    net = build_model(from_dict({"model": {**model, "features": 8, "max_step": 13}}))
+    assert net.max_step == 13
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), r3n.state_dict().values()))
+    with pytest.raises(R3LError, match="r3n checkpoint"):
+        build_model(from_dict({"model": {**model, "features": 16}}))

@@ -78,7 +78,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 WEIGHT_MODELS = {
     "dncnn": "KAIR's dncnn_25.pth",
     "ircnn": "IRCNN's zhang_cvpr17_denoise_<sigma>_gray.caffemodel or KAIR's ircnn_gray.pth",
+    "pixelrl": "pixelRL's published pretrained_<sigma>.npz",
 }
+#: Of those, the ones that are policies (``--decode`` applies).
+POLICY_WEIGHT_MODELS = ("pixelrl",)
 
 
 def _check_model_args(args: argparse.Namespace) -> None:
@@ -86,10 +89,10 @@ def _check_model_args(args: argparse.Namespace) -> None:
     if args.checkpoint and (args.model or args.weights):
         raise R3LError("give either --checkpoint CKPT or --model NAME, not both")
     if args.weights and args.model not in WEIGHT_MODELS:
-        raise R3LError("--weights FILE needs --model dncnn or --model ircnn")
+        raise R3LError("--weights FILE needs --model dncnn, --model ircnn or --model pixelrl")
     if args.model in WEIGHT_MODELS and not args.weights:
         raise R3LError(f"--model {args.model} needs --weights PATH ({WEIGHT_MODELS[args.model]})")
-    if args.decode != "greedy" and args.model in WEIGHT_MODELS:
+    if args.decode != "greedy" and args.model in WEIGHT_MODELS and args.model not in POLICY_WEIGHT_MODELS:
         raise R3LError(f"--decode {args.decode} applies to R3L policies, not to --model {args.model}")
 
 
@@ -106,6 +109,8 @@ def _load_denoiser(args: argparse.Namespace, channels: int = 1):
     elif args.model == "ircnn":
         sigma = getattr(args, "weights_sigma", 25.0)  # nor --weights-sigma
         denoiser = Denoiser.from_ircnn_weights(args.weights, args.device, sigma=sigma, **options)
+    elif args.model == "pixelrl":
+        denoiser = Denoiser.from_pixelrl_weights(args.weights, args.device, decoding=args.decode, **options)
     elif args.checkpoint:
         denoiser = Denoiser.from_checkpoint(args.checkpoint, args.device, decoding=args.decode, **options)
     else:
@@ -438,16 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", help="an r3l checkpoint (.safetensors)")
         p.add_argument("--model", metavar="NAME",
                        help="a model of the registry (r3l models lists them; without --checkpoint and --model, "
-                            "the gray sigma-25 R3L), or dncnn / ircnn with --weights for KAIR's DnCNN / "
-                            "IRCNN's denoiser")
-        p.add_argument("--weights", help="the weights file for --model dncnn (KAIR's dncnn_25.pth) or --model ircnn "
-                                         "(a .caffemodel, or KAIR's ircnn_gray.pth)")
+                            "the gray sigma-25 R3L), or dncnn / ircnn / pixelrl with --weights for KAIR's DnCNN, "
+                            "IRCNN's denoiser or pixelRL's published model")
+        p.add_argument("--weights", help="the weights file for --model dncnn (KAIR's dncnn_25.pth), --model ircnn "
+                                         "(a .caffemodel, or KAIR's ircnn_gray.pth) or --model pixelrl (pixelRL's "
+                                         "pretrained_<sigma>.npz)")
         p.add_argument("--weights-sigma", type=float, default=25.0,
                        help="--model ircnn with KAIR's ircnn_gray.pth: the noise level of the model to take "
                             "(default 25)")
         p.add_argument("--decode", choices=["greedy", "expected"], default="greedy",
                        help="R3L: each step adds the most likely action's residual (greedy, default, the paper's) "
-                            "or the policy's mean residual (expected)")
+                            "or the policy's mean residual (expected; pixelRL: the mean of its actions' outcomes)")
         p.add_argument("--self-ensemble", action="store_true",
                        help="average the estimates of the 8 flips/rotations of the input (8x the work)")
         p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")

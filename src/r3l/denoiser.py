@@ -133,6 +133,15 @@ class Denoiser:
         return cls(net, arch, device, precision=precision, compile=compile, **options)
 
     @classmethod
+    def from_pixelrl_weights(cls, path: str | Path, device: str | torch.device = "auto",
+                             precision: str = "fp32", compile: bool = False, **options) -> "Denoiser":
+        """pixelRL's published ``pretrained_<σ>.npz`` (:mod:`r3l.models.pixelrl`): its 9 filter actions, 5 greedy
+        steps."""
+        from r3l.models.pixelrl import PIXELRL_ARCH, pixelrl_from_npz
+
+        return cls(pixelrl_from_npz(path), PIXELRL_ARCH, device, precision=precision, compile=compile, **options)
+
+    @classmethod
     def pretrained(cls, name: str | None = None, device: str | torch.device = "auto", precision: str = "fp32",
                    compile: bool = False, channels: int = 1, **options) -> "Denoiser":
         """A model of r3l's registry by name (``r3l models`` lists them); ``None``: the default model for images

@@ -94,11 +94,18 @@ def build_model(cfg: Config) -> nn.Module:
         ckpt = load_checkpoint(path)
         source = build_network(ckpt.arch)
         load_weights(source, ckpt, ckpt.arch, path)
-        if ckpt.arch == spec_from_config(cfg):  # the same network: continue from its weights
+        if _same_shape(source, net):  # the same network (perhaps clipped otherwise): continue from its weights
             net.load_state_dict(source.state_dict())
         else:
             init_from_r3n(net, source, m.head_temperature, cfg.env.action_step)
     return net
+
+
+def _same_shape(a: nn.Module, b: nn.Module) -> bool:
+    """Whether ``a``'s weights fit ``b`` as they are: the same class with the same parameter names and shapes
+    (an R3N with another ``max_step``, or with another step count, is such a network)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return type(a) is type(b) and sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
 
 
 class Trainer:

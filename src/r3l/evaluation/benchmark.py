@@ -50,7 +50,8 @@ PUBLISHED: dict[int, dict[str, dict[int, float]]] = {
     },
 }
 
-METHOD_KINDS = ("checkpoint", "model", "dncnn_weights", "ircnn_weights", "bm3d", "noisy", "untrained")
+METHOD_KINDS = ("checkpoint", "model", "dncnn_weights", "ircnn_weights", "pixelrl_weights", "bm3d", "noisy",
+                "untrained")
 
 
 @dataclass
@@ -212,6 +213,10 @@ def build_method(spec: MethodSpec, cfg: BenchmarkConfig, cache_dir: Path) -> tup
         path = expand_path(str(spec.value), f"{spec.name}.ircnn_weights")
         den = Denoiser.from_ircnn_weights(path, cfg.device, sigma=float(cfg.sigma_train))
         return den, f"ircnn:{_file_digest(path)}:{cfg.sigma_train:g}:{seed_key}"
+    if spec.kind == "pixelrl_weights":  # pixelRL's published pretrained_<σ>.npz
+        path = expand_path(str(spec.value), f"{spec.name}.pixelrl_weights")
+        den = Denoiser.from_pixelrl_weights(path, cfg.device)
+        return den, f"pixelrl:{_file_digest(path)}:{seed_key}"
     if spec.kind == "bm3d":
         sigma = cfg.sigma_train if spec.value is True else _number(spec.value, f"{spec.name}.bm3d")
         import bm3d as _bm3d_pkg  # noqa: F401  (checked in BM3DMethod with a clear error)
