@@ -8,7 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from r3l.errors import R3LError
+from r3l.errors import R3LError, warn
 
 
 def _positive_float(text: str) -> float:
@@ -175,6 +175,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if denoiser.env is not None and not isinstance(denoiser.env, DenoiseEnv):
         # another task (docs/custom-tasks.md): its own start state, seeded per image, replaces the noise
         noise, degrade, label = denoiser.arch.task, denoiser.env.test_input, denoiser.arch.task
+    for sigma in sigmas if degrade is None and args.noise == "gaussian" else []:
+        note = denoiser.sigma_warning(sigma)
+        if note:
+            warn(f"--sigma {sigma:g}: {note}")
     rows = evaluate(denoiser, images, sigmas, args.seed, args.save_images, progress=not args.quiet, noise=noise,
                     degrade=degrade)
     summary = summarize(rows)
@@ -243,6 +247,21 @@ def _explain_dirs(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> l
     return dirs
 
 
+def _warn_noise_level(denoiser, image, src) -> None:
+    """One warning line if the image's estimated Gaussian noise lies outside the model's training range."""
+    import torch
+
+    from r3l.tasks import DenoiseEnv
+    from r3l.tasks.noise import estimate_gaussian_sigma
+
+    if denoiser.training_sigma is None or not (denoiser.env is None or isinstance(denoiser.env, DenoiseEnv)):
+        return
+    pixels = torch.from_numpy(image).movedim(-1, 0)  # (H, W, C) floats in [0, 1]
+    note = denoiser.sigma_warning(estimate_gaussian_sigma(pixels), estimated=True)
+    if note:
+        warn(f"{src}: {note}")
+
+
 def cmd_denoise(args: argparse.Namespace) -> int:
     from r3l.io.images import output_bits, read_image_with_alpha, write_image
 
@@ -259,6 +278,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             image, alpha, info = read_image_with_alpha(src)
             output_bits(dst, info.bits)
             denoiser, name = denoisers(image)
+            _warn_noise_level(denoiser, image, src)
             out = denoiser.denoise(image)
             if not denoisers.fixed:  # the default model that fits each image: say which
                 used[name] = used.get(name, 0) + 1

@@ -18,6 +18,19 @@ from r3l.engines import OnnxRuntimeEngine, resolve_engine
 from r3l.runtime import cpu_prefers_channels_last, pick_device
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _training_sigma(config: dict) -> tuple[float, float] | None:
+    """``(low, high)`` of a training config's Gaussian ``env.sigma``; ``None`` for other noise models or none."""
+    env = config.get("env") if isinstance(config, dict) else None
+    if not isinstance(env, dict) or env.get("noise", "gaussian") != "gaussian" or "sigma" not in env:
+        return None
+    sigma = env["sigma"]
+    try:
+        low, high = (sigma if isinstance(sigma, list) else [sigma, sigma])
+        return float(low), float(high)
+    except (TypeError, ValueError):
+        return None
 DECODINGS = ("greedy", "expected")
 
 
@@ -75,6 +88,9 @@ class Denoiser:
         if arch.entry.policy:
             # Inference applies the task's transition alone (no ground truth, no degradation).
             self.env = task_class(arch.task).from_spec(arch)
+        self.training_sigma: tuple[float, float] | None = None
+        """The Gaussian noise levels the network was trained for, ``(low, high)`` (equal for one σ), when known
+        (r3l checkpoints); :meth:`sigma_warning` compares a level with it."""
         self.engine = resolve_engine(engine, self, precision, compile)
         """``torch`` or ``onnxruntime``: what runs :meth:`__call__` (:meth:`trajectory` is always PyTorch's)."""
         self._onnxruntime: OnnxRuntimeEngine | None = None
@@ -112,7 +128,28 @@ class Denoiser:
         ckpt = load_checkpoint(path)
         net = build_network(ckpt.arch)
         load_weights(net, ckpt, ckpt.arch, path)
-        return cls(net, ckpt.arch, device, precision=precision, compile=compile, **options)
+        denoiser = cls(net, ckpt.arch, device, precision=precision, compile=compile, **options)
+        denoiser.training_sigma = _training_sigma(ckpt.config)
+        return denoiser
+
+    def sigma_warning(self, sigma: float, estimated: bool = False) -> str | None:
+        """A sentence if Gaussian noise of level ``sigma`` lies outside the levels this network was trained for
+        (by more than ``max(5, 20%)`` of the nearer bound: below about 5 levels a photo's own texture and a clean
+        image look alike), else ``None``. ``estimated``: ``sigma`` comes from :func:`r3l.tasks.noise.
+        estimate_gaussian_sigma`` and is worded so."""
+        if self.training_sigma is None:
+            return None
+        low, high = self.training_sigma
+        trained = f"{low:g}" if low == high else f"{low:g}-{high:g}"
+        level = f"about {sigma:.0f}" if estimated else f"{sigma:g}"
+        if sigma > high + max(5.0, 0.2 * high):
+            effect = "expect noise left in"
+        elif sigma < low - max(5.0, 0.2 * low):
+            effect = "expect detail smoothed away"
+        else:
+            return None
+        return (f"noise sigma {level}, outside the model's training sigma {trained}: {effect} (blind models, "
+                "trained for a range of sigma, are in r3l models)")
 
     @classmethod
     def from_dncnn_weights(cls, path: str | Path, device: str | torch.device = "auto",

@@ -23,7 +23,7 @@ from r3l.io.checkpoint import (
 from r3l.io.data import NamedImage, check_crop, load_images, make_train_loader
 from r3l.io.files import expand_path
 from r3l.logger import MetricLogger
-from r3l.models.ircnn import init_from_ircnn, init_from_r3n
+from r3l.models.ircnn import init_from_ircnn, init_from_r3n, widen_to_colour
 from r3l.models.networks import init_from_dncnn
 from r3l.models.spec import build_network, model_entry, spec_from_config
 from r3l.runtime import cpu_prefers_channels_last, pick_device, resolve_compile
@@ -96,6 +96,8 @@ def build_model(cfg: Config) -> nn.Module:
         load_weights(source, ckpt, ckpt.arch, path)
         if _same_shape(source, net):  # the same network (perhaps clipped otherwise): continue from its weights
             net.load_state_dict(source.state_dict())
+        elif getattr(source, "channels", None) == 1 and getattr(net, "channels", None) == 3:
+            widen_to_colour(net, source)
         else:
             init_from_r3n(net, source, m.head_temperature, cfg.env.action_step)
     return net

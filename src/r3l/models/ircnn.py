@@ -337,3 +337,28 @@ def init_from_r3n(net: nn.Module, source: nn.Module, temperature: float = 1.0, a
             new_w, new_b = residual_logits_layer(-w, -b, net.n_actions, action_step, temperature)
             net.policy[-1].weight.copy_(new_w)
             net.policy[-1].bias.copy_(new_b)
+
+
+def widen_to_colour(net: nn.Module, source: nn.Module) -> None:
+    """Start a colour R3N from a gray one: the first convolution reads the mean of the three channels (the gray
+    kernel divided by 3 on each), the last writes the gray residual to each channel, every other layer is copied.
+    The start removes the noise the channels share; learning the rest is left to training."""
+    from r3l.models.networks import R3N
+
+    if not isinstance(net, R3N) or not isinstance(source, R3N):
+        raise R3LError("a colour model starts from a gray checkpoint only for r3n (model.name r3n, both)")
+    if (source.channels, net.channels) != (1, 3) or source.features != net.features:
+        raise R3LError(f"a colour model starts from a gray one of the same width: the checkpoint has "
+                       f"{source.channels} channel(s) and {source.features} features, the model {net.channels} "
+                       f"and {net.features}")
+    state = source.state_dict()
+    first, last = "encoder.0", f"head.{len(source.head) - 1}"
+    with torch.no_grad():
+        for name, value in net.state_dict().items():
+            src = state[name]
+            if name == f"{first}.weight":
+                value.copy_(src.expand_as(value) / value.shape[1])
+            elif name.startswith(last):
+                value.copy_(src.expand_as(value) if name.endswith("bias") else src.expand(value.shape))
+            else:
+                value.copy_(src)
