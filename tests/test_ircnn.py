@@ -237,3 +237,23 @@ def test_r3n_continues_from_an_r3n_clipped_otherwise(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), r3n.state_dict().values()))
     with pytest.raises(R3LError, match="r3n checkpoint"):
         build_model(from_dict({"model": {**model, "features": 16}}))
+
+
+def test_colour_r3n_starts_from_a_gray_one(tmp_path):
+    """Widened from a gray R3N, a colour R3N denoises a gray image (copied to three channels) as the gray one."""
+    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.spec import ArchSpec
+    from r3l.trainer import build_model
+
+    torch.manual_seed(0)
+    gray = R3N(1, 8, steps=2)
+    save_checkpoint(tmp_path / "g.safetensors",
+                    Checkpoint(ArchSpec("r3n", channels=1, features=8, steps=2), gray.state_dict(), {}, 1, {}))
+    model = {"name": "r3n", "channels": 3, "features": 8, "init": "checkpoint",
+             "init_checkpoint": str(tmp_path / "g.safetensors")}
+    colour = build_model(from_dict({"model": model, "env": {"steps": 2}}))
+    x = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(colour(x.expand(1, 3, 12, 12)), gray(x).expand(1, 3, 12, 12), atol=1e-6)
+    with pytest.raises(R3LError, match="same width"):
+        build_model(from_dict({"model": {**model, "features": 16}}))
