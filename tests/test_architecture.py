@@ -131,3 +131,18 @@ def test_config_rules_live_on_the_fields():
     assert fields["gamma"].metadata["bound"] == "unit_interval" and "ppo.gamma" in UNIT_INTERVAL
     assert "ppo.lr" in POSITIVE and "supervised.lr" in POSITIVE and "seed" in NON_NEGATIVE
     assert CHOICES["ppo.lr_schedule"] == CHOICES["supervised.lr_schedule"] == ("poly", "cosine", "constant")
+
+
+def test_the_command_line_starts_without_pytorch():
+    """``import r3l`` and the CLI module load no PyTorch (``r3l.Denoiser`` is imported on first use), so ``r3l
+    --help`` and argument errors answer at once; the package's public name still works."""
+    import subprocess
+
+    code = ("import sys, r3l, r3l.cli, r3l.errors; assert 'torch' not in sys.modules, 'torch imported'; "
+            "from r3l import Denoiser; assert Denoiser.__name__ == 'Denoiser'; "
+            "assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        import r3l
+
+        r3l.Nope

@@ -7,6 +7,14 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from r3l.denoiser import Denoiser
-
 __all__ = ["Denoiser", "__version__"]
+
+
+def __getattr__(name: str):
+    """``r3l.Denoiser`` is imported on first use, so that ``import r3l.errors`` (the CLI's first import) does not
+    load PyTorch."""
+    if name == "Denoiser":
+        from r3l.denoiser import Denoiser
+
+        return Denoiser
+    raise AttributeError(f"module 'r3l' has no attribute {name!r}")

@@ -341,7 +341,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from r3l.models.zoo import default_model, list_models, pack_model, subset_psnr
+    from r3l.models.zoo import default_model, list_models, pack_model, subset_psnr, zoo_table
 
     if args.action == "pack":
         missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--name", args.name),
@@ -371,6 +371,9 @@ def cmd_models(args: argparse.Namespace) -> int:
               f"({len(card.check.images)} {card.check.data} images, sigma {card.check.sigma:g})")
         return 0
     models = list_models()
+    if args.action == "table":
+        print(zoo_table(models))
+        return 0
     if args.json:
         from r3l.io.files import to_json
 
@@ -380,12 +383,15 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("no trained models are installed; R3L_MODELS adds folders of models")
         return 0
     failed = 0
-    default_name = default_model(1).name
+    defaults = {default_model(1).name: "gray", default_model(3).name: "colour"}
+    if len(defaults) == 1:
+        defaults = {name: "" for name in defaults}
     for card in models:
         at = card.bsd68_psnr.get("25")
         line = f"{card.name:<18} {card.arch['name']:<6} {card.arch['channels']}ch  sigma {card.sigma}  "
         line += f"BSD68@25 {at:.2f} dB  " if at is not None else ""
-        line += ("(default)  " if card.name == default_name else "") + card.description
+        kind = defaults.get(card.name)
+        line += (f"(default{' ' + kind if kind else ''})  " if kind is not None else "") + card.description
         if args.action == "check":
             measured = subset_psnr(card, args.data_root or _data_root())
             ok = abs(measured - card.check.psnr) <= 0.01
@@ -463,8 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", help="an r3l checkpoint (.safetensors)")
         p.add_argument("--model", metavar="NAME",
                        help="a model of the registry (r3l models lists them; without --checkpoint and --model, "
-                            "the gray sigma-25 R3L), or dncnn / ircnn / pixelrl with --weights for KAIR's DnCNN, "
-                            "IRCNN's denoiser or pixelRL's published model")
+                            "the default for the image, gray or colour, which r3l models marks), or dncnn / ircnn / "
+                            "pixelrl with --weights for KAIR's DnCNN, IRCNN's denoiser or pixelRL's published model")
         p.add_argument("--weights", help="the weights file for --model dncnn (KAIR's dncnn_25.pth), --model ircnn "
                                          "(a .caffemodel, or KAIR's ircnn_gray.pth) or --model pixelrl (pixelRL's "
                                          "pretrained_<sigma>.npz)")
@@ -560,8 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the trained models r3l has (shipped and R3L_MODELS folders)",
                        description="List the model registry: each model's name, architecture, training sigma, "
                                    "BSD68 PSNR and file. `check` measures each model's stored subset PSNR again; "
-                                   "`pack` turns a checkpoint into a registry entry (weights + card).")
-    p.add_argument("action", nargs="?", choices=["list", "check", "pack"], default="list")
+                                   "`pack` turns a checkpoint into a registry entry (weights + card); `table` "
+                                   "prints the models as a Markdown table (docs/models.md).")
+    p.add_argument("action", nargs="?", choices=["list", "check", "pack", "table"], default="list")
     p.add_argument("--json", action="store_true", help="list: print the cards as JSON")
     p.add_argument("--data-root", help="check/pack: the folder holding BSD68 (default $R3L_DATA)")
     p.add_argument("--checkpoint", help="pack: the checkpoint to pack")

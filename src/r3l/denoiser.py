@@ -182,7 +182,8 @@ class Denoiser:
     def pretrained(cls, name: str | None = None, device: str | torch.device = "auto", precision: str = "fp32",
                    compile: bool = False, channels: int = 1, **options) -> "Denoiser":
         """A model of r3l's registry by name (``r3l models`` lists them); ``None``: the default model for images
-        of ``channels`` channels (the gray σ-25 R3L, or for 3 the colour one when it is installed)."""
+        of ``channels`` channels (:func:`r3l.models.zoo.default_model`: a blind gray model first; for 3 channels
+        a colour one when installed)."""
         from r3l.models.zoo import default_model, find_model
 
         card = find_model(name) if name else default_model(channels)

@@ -18,16 +18,19 @@ from typing import Any
 from r3l.errors import R3LError
 
 PACKAGE_FOLDER = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "r3l-gray-s25"
-"""What ``r3l denoise`` and :meth:`Denoiser.pretrained` use without a model: the gray σ-25 R3L."""
-DEFAULT_COLOUR_MODEL = "r3l-color-s25"
-"""What they use for colour images when it is installed; without it, the gray model denoises each channel."""
-FALLBACK_GRAY_MODEL = "r3n-gray-s25"
-"""The gray σ-25 R3N, r3l's deterministic counterpart trained from the same initialisation: what the defaults
-fall back to when no R3L model of the image's kind is installed."""
+GRAY_DEFAULTS = ("r3l-gray-blind", "r3n-gray-blind", "r3l-gray-s25", "r3n-gray-s25")
+"""The gray models a default denoiser is taken from, best first: a blind model (trained for a range of σ, so it
+suits noise of unknown level) before one trained at σ 25, R3L before R3N (its
+deterministic counterpart, trained from the same initialisation)."""
+COLOUR_DEFAULTS = ("r3l-color-blind", "r3n-color-blind", "r3l-color-s25", "r3n-color-s25")
+"""The same for colour images."""
+DEFAULT_MODEL = GRAY_DEFAULTS[0]
+"""What ``r3l denoise`` and :meth:`Denoiser.pretrained` use first for a gray image: the blind gray R3L."""
+DEFAULT_COLOUR_MODEL = COLOUR_DEFAULTS[0]
+"""What they use first for colour images; without any colour model, a gray model denoises each channel."""
 DEFAULT_ORDER = {
-    1: (DEFAULT_MODEL, FALLBACK_GRAY_MODEL, DEFAULT_COLOUR_MODEL),
-    3: (DEFAULT_COLOUR_MODEL, DEFAULT_MODEL, FALLBACK_GRAY_MODEL),
+    1: GRAY_DEFAULTS + COLOUR_DEFAULTS,
+    3: COLOUR_DEFAULTS + GRAY_DEFAULTS,
 }
 """For images of 1 or 3 channels, the models a default denoiser is taken from, the first installed one winning."""
 
@@ -122,8 +125,8 @@ def find_model(name: str | None = None) -> ModelCard:
 
 def default_model(channels: int = 1) -> ModelCard:
     """The model for images of ``channels`` channels when none is named: the first installed of
-    :data:`DEFAULT_ORDER` — for gray images the gray R3L, else the gray R3N, else the colour R3L (a colour model
-    sees a gray image as three equal channels); for colour images the colour R3L, else a gray model per channel."""
+    :data:`DEFAULT_ORDER` — for gray images a gray model (blind first), else a colour one (a colour model sees a
+    gray image as three equal channels); for colour images a colour model, else a gray model per channel."""
     installed = {card.name for card in list_models()}
     order = DEFAULT_ORDER[3 if channels == 3 else 1]
     return find_model(next((name for name in order if name in installed), order[0]))
@@ -172,3 +175,29 @@ def pack_model(checkpoint: str | Path, name: str, description: str, data_root: s
     card.check.psnr = round(subset_psnr(card, data_root), 4)
     write_json(card.to_dict(), out / f"{name}.json")
     return card
+
+
+#: The BSD68 noise levels of :func:`zoo_table`'s columns.
+TABLE_SIGMAS = ("0", "15", "25", "35", "50")
+
+
+def zoo_table(cards: list[ModelCard]) -> str:
+    """The models as one Markdown table (docs/models.md holds the shipped ones'): name, network, channels,
+    training σ and minutes, BSD68 PSNR at :data:`TABLE_SIGMAS`, Set12 and CBSD68 at σ 25, file size."""
+    def db(value: float | None) -> str:
+        return f"{value:.2f}" if value is not None else "–"
+
+    head = ["model", "network", "input", "trained at σ", "training (min)",
+            *(f"BSD68 σ {s}" for s in TABLE_SIGMAS), "Set12 σ 25", "CBSD68 σ 25", "file"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for card in cards:
+        sigma = card.sigma if not isinstance(card.sigma, list) else f"{card.sigma[0]:g}–{card.sigma[1]:g} (blind)"
+        sigma = f"{sigma:g}" if isinstance(sigma, float) else sigma
+        minutes = card.training.get("minutes")
+        cells = [f"`{card.name}`", card.arch.get("name", "?").upper(), "gray" if card.arch.get("channels") == 1
+                 else "colour", sigma, f"{minutes:g}" if isinstance(minutes, (int, float)) else "–",
+                 *(db(card.bsd68_psnr.get(s, card.results.get("BSD68", {}).get(s))) for s in TABLE_SIGMAS),
+                 db(card.results.get("Set12", {}).get("25")), db(card.results.get("CBSD68", {}).get("25")),
+                 f"{card.path.stat().st_size / 1e6:.2f} MB" if card.path.is_file() else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
