@@ -262,3 +262,15 @@ def test_gray_default_falls_back_to_a_gray_r3n_before_a_colour_model(tmp_path, m
     assert main(["models"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "(default gray)" in lines[FALLBACK_GRAY_MODEL] and "(default colour)" in lines[DEFAULT_COLOUR_MODEL]
+
+
+def test_the_docs_model_table_is_the_cards(monkeypatch):
+    """docs/models.md shows the shipped models as `r3l models table` prints them (regenerate it after packing)."""
+    from conftest import ROOT
+    from r3l.models.zoo import zoo_table
+
+    monkeypatch.delenv("R3L_MODELS", raising=False)
+    text = (ROOT / "docs" / "models.md").read_text()
+    start, end = "<!-- r3l models table -->\n", "\n<!-- end of r3l models table -->"
+    assert start in text and end in text
+    assert text.split(start, 1)[1].split(end, 1)[0].strip() == zoo_table(list_models())

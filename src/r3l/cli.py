@@ -74,47 +74,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Third-party networks named by ``--model`` with their weights file (``--weights``), and what that file is.
-WEIGHT_MODELS = {
-    "dncnn": "KAIR's dncnn_25.pth",
-    "ircnn": "IRCNN's zhang_cvpr17_denoise_<sigma>_gray.caffemodel or KAIR's ircnn_gray.pth",
-    "pixelrl": "pixelRL's published pretrained_<sigma>.npz",
-}
-#: Of those, the ones that are policies (``--decode`` applies).
+#: Of the third-party networks (:data:`r3l.denoiser.WEIGHT_FORMATS`), the ones that are policies (``--decode``
+#: applies).
 POLICY_WEIGHT_MODELS = ("pixelrl",)
 
 
 def _check_model_args(args: argparse.Namespace) -> None:
     """Refuse contradictory model arguments before anything is loaded."""
+    from r3l.denoiser import WEIGHT_FORMATS
+
     if args.checkpoint and (args.model or args.weights):
         raise R3LError("give either --checkpoint CKPT or --model NAME, not both")
-    if args.weights and args.model not in WEIGHT_MODELS:
+    if args.weights and args.model not in WEIGHT_FORMATS:
         raise R3LError("--weights FILE needs --model dncnn, --model ircnn or --model pixelrl")
-    if args.model in WEIGHT_MODELS and not args.weights:
-        raise R3LError(f"--model {args.model} needs --weights PATH ({WEIGHT_MODELS[args.model]})")
-    if args.decode != "greedy" and args.model in WEIGHT_MODELS and args.model not in POLICY_WEIGHT_MODELS:
+    if args.model in WEIGHT_FORMATS and not args.weights:
+        raise R3LError(f"--model {args.model} needs --weights PATH ({WEIGHT_FORMATS[args.model]})")
+    if args.decode != "greedy" and args.model in WEIGHT_FORMATS and args.model not in POLICY_WEIGHT_MODELS:
         raise R3LError(f"--decode {args.decode} applies to R3L policies, not to --model {args.model}")
 
 
 def _load_denoiser(args: argparse.Namespace, channels: int = 1):
-    """--checkpoint, KAIR's DnCNN (--model dncnn --weights), or a registry model (--model NAME; without one,
-    the default model for images of ``channels`` channels)."""
-    from r3l.denoiser import Denoiser
+    """--checkpoint, a third-party network (--model dncnn/ircnn/pixelrl --weights), or a registry model (--model
+    NAME; without one, the default model for images of ``channels`` channels)."""
+    from r3l.denoiser import open_denoiser
 
     _check_model_args(args)
     options = {"precision": args.precision, "compile": args.compile, "self_ensemble": args.self_ensemble,
-               "engine": getattr(args, "engine", "torch")}  # `r3l export` has no --engine
-    if args.model == "dncnn":
-        denoiser = Denoiser.from_dncnn_weights(args.weights, args.device, **options)
-    elif args.model == "ircnn":
-        sigma = getattr(args, "weights_sigma", 25.0)  # nor --weights-sigma
-        denoiser = Denoiser.from_ircnn_weights(args.weights, args.device, sigma=sigma, **options)
-    elif args.model == "pixelrl":
-        denoiser = Denoiser.from_pixelrl_weights(args.weights, args.device, decoding=args.decode, **options)
-    elif args.checkpoint:
-        denoiser = Denoiser.from_checkpoint(args.checkpoint, args.device, decoding=args.decode, **options)
-    else:
-        denoiser = Denoiser.pretrained(args.model, args.device, channels=channels, decoding=args.decode, **options)
+               "engine": getattr(args, "engine", "torch"), "decoding": args.decode}  # `r3l export`: no --engine
+    denoiser = open_denoiser(args.checkpoint, args.model, args.weights, channels,
+                             getattr(args, "weights_sigma", 25.0), args.device, **options)  # export: no --weights-sigma
     denoiser.prepare()
     if getattr(args, "verbose", False):
         print(f"{denoiser.arch.name} model on {denoiser.describe()}", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from r3l.config import load_config
 from r3l.io.data import load_images
-from r3l.denoiser import Denoiser
+from r3l.denoiser import open_denoiser
 from r3l.evaluation.protocol import evaluate, summarize
 from r3l.io.files import write_json
 from r3l.evaluation.figures import grid, label
@@ -34,7 +34,7 @@ def run_demo(out_dir: Path, episodes: int, device: str, sigma: float, progress: 
     configure_torch(cfg)
     Trainer(cfg, run_dir).train()
 
-    denoiser = Denoiser.from_checkpoint(run_dir / "best.safetensors", device)
+    denoiser = open_denoiser(checkpoint=run_dir / "best.safetensors", device=device)
     images = load_images("skimage-test", 1)
     rows = evaluate(denoiser, images, [sigma], cfg.data.val_seed, progress=False)
     summary = summarize(rows)[f"{sigma:g}"]

@@ -328,3 +328,41 @@ def _checked_image(image: object) -> tuple[np.ndarray, np.ndarray | None, float]
     if x.shape[2] in (2, 4):
         x, alpha = x[:, :, :-1], x[:, :, -1:]
     return np.asarray(x, dtype=np.float32) / np.float32(scale), alpha, scale
+
+
+#: Third-party networks that :func:`open_denoiser` reads from their own weight files, and what each file is.
+WEIGHT_FORMATS = {
+    "dncnn": "KAIR's dncnn_25.pth",
+    "ircnn": "IRCNN's zhang_cvpr17_denoise_<sigma>_gray.caffemodel or KAIR's ircnn_gray.pth",
+    "pixelrl": "pixelRL's published pretrained_<sigma>.npz",
+}
+
+
+def open_denoiser(checkpoint: str | Path | None = None, model: str | None = None, weights: str | Path | None = None,
+                  channels: int = 1, weights_sigma: float = 25.0, device: str | torch.device = "auto",
+                  **options) -> Denoiser:
+    """The one way r3l obtains a denoiser (the CLI, the benchmark, the web page, the zoo's checks, export):
+
+    - ``checkpoint``: an r3l checkpoint file;
+    - ``model`` in :data:`WEIGHT_FORMATS` with ``weights``: that third-party network from its file
+      (``weights_sigma``: the entry of KAIR's multi-level IRCNN file);
+    - ``model``: a model of the registry by name;
+    - neither: the registry's default model for images of ``channels`` channels.
+
+    ``options`` go to :class:`Denoiser` (``precision``, ``engine``, ``decoding``, ...)."""
+    from r3l.errors import R3LError
+
+    if checkpoint and (model or weights):
+        raise R3LError("give either a checkpoint or a model, not both")
+    if (model in WEIGHT_FORMATS) != (weights is not None):
+        raise R3LError(f"weights need a model of {', '.join(WEIGHT_FORMATS)} and those models need weights "
+                       f"(model {model!r}, weights {weights!r})")
+    if model == "dncnn":
+        return Denoiser.from_dncnn_weights(weights, device, **options)
+    if model == "ircnn":
+        return Denoiser.from_ircnn_weights(weights, device, sigma=weights_sigma, **options)
+    if model == "pixelrl":
+        return Denoiser.from_pixelrl_weights(weights, device, **options)
+    if checkpoint:
+        return Denoiser.from_checkpoint(checkpoint, device, **options)
+    return Denoiser.pretrained(model, device, channels=channels, **options)

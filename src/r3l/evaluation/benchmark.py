@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from r3l.config import build_dataclass, check_rules, field_rules, non_negative
-from r3l.denoiser import Denoiser
+from r3l.denoiser import Denoiser, open_denoiser
 from r3l.errors import R3LError
 from r3l.evaluation.figures import grid, label
 from r3l.evaluation.metrics import to_uint8
@@ -50,6 +50,9 @@ PUBLISHED: dict[int, dict[str, dict[int, float]]] = {
     },
 }
 
+#: Method kinds read from a file, and the :func:`~r3l.denoiser.open_denoiser` model of each (``None``: an r3l
+#: checkpoint).
+WEIGHT_KINDS = {"checkpoint": None, "dncnn_weights": "dncnn", "ircnn_weights": "ircnn", "pixelrl_weights": "pixelrl"}
 METHOD_KINDS = ("checkpoint", "model", "dncnn_weights", "ircnn_weights", "pixelrl_weights", "bm3d", "noisy",
                 "untrained")
 
@@ -195,28 +198,20 @@ class BM3DMethod:
 def build_method(spec: MethodSpec, cfg: BenchmarkConfig, cache_dir: Path) -> tuple[Callable, str]:
     """The method's denoise callable and the key its cached results are stored under."""
     seed_key = f"seed{cfg.seed}"
-    if spec.kind == "checkpoint":
-        path = expand_path(str(spec.value), f"{spec.name}.checkpoint")
-        den = Denoiser.from_checkpoint(path, cfg.device)
-        return den, f"ckpt:{_file_digest(path)}:{seed_key}"
     if spec.kind == "model":
         from r3l.models.zoo import find_model
 
         path = find_model(str(spec.value)).path
-        den = Denoiser.from_checkpoint(path, cfg.device)
-        return den, f"ckpt:{_file_digest(path)}:{seed_key}"
-    if spec.kind == "dncnn_weights":
-        path = expand_path(str(spec.value), f"{spec.name}.dncnn_weights")
-        den = Denoiser.from_dncnn_weights(path, cfg.device)
-        return den, f"dncnn:{_file_digest(path)}:{seed_key}"
-    if spec.kind == "ircnn_weights":  # IRCNN at σ_train (the entry of KAIR's multi-level file, or a Caffe file)
-        path = expand_path(str(spec.value), f"{spec.name}.ircnn_weights")
-        den = Denoiser.from_ircnn_weights(path, cfg.device, sigma=float(cfg.sigma_train))
-        return den, f"ircnn:{_file_digest(path)}:{cfg.sigma_train:g}:{seed_key}"
-    if spec.kind == "pixelrl_weights":  # pixelRL's published pretrained_<σ>.npz
-        path = expand_path(str(spec.value), f"{spec.name}.pixelrl_weights")
-        den = Denoiser.from_pixelrl_weights(path, cfg.device)
-        return den, f"pixelrl:{_file_digest(path)}:{seed_key}"
+        return open_denoiser(checkpoint=path, device=cfg.device), f"ckpt:{_file_digest(path)}:{seed_key}"
+    if spec.kind in WEIGHT_KINDS:
+        path = expand_path(str(spec.value), f"{spec.name}.{spec.kind}")
+        model = WEIGHT_KINDS[spec.kind]
+        if model is None:
+            return open_denoiser(checkpoint=path, device=cfg.device), f"ckpt:{_file_digest(path)}:{seed_key}"
+        # IRCNN at σ_train: the entry of KAIR's multi-level file (a Caffe file holds one level)
+        den = open_denoiser(model=model, weights=path, weights_sigma=float(cfg.sigma_train), device=cfg.device)
+        level = f":{cfg.sigma_train:g}" if model == "ircnn" else ""
+        return den, f"{model}:{_file_digest(path)}{level}:{seed_key}"
     if spec.kind == "bm3d":
         sigma = cfg.sigma_train if spec.value is True else _number(spec.value, f"{spec.name}.bm3d")
         import bm3d as _bm3d_pkg  # noqa: F401  (checked in BM3DMethod with a clear error)

@@ -136,12 +136,12 @@ def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: st
     """Measure the card's subset PSNR again (``data_root``: the folder holding ``card.check.data``, default
     ``R3L_DATA``)."""
     from r3l.io.data import load_images
-    from r3l.denoiser import Denoiser
+    from r3l.denoiser import open_denoiser
     from r3l.evaluation.protocol import evaluate, summarize
 
     root = Path(data_root or os.environ.get("R3L_DATA", "."))
     folder = root / card.check.data
-    denoiser = Denoiser.from_checkpoint(card.path, device)
+    denoiser = open_denoiser(checkpoint=card.path, device=device)
     images = [im for im in load_images(folder, denoiser.channels, "data") if im.name in set(card.check.images)]
     missing = set(card.check.images) - {im.name for im in images}
     if missing:

@@ -280,20 +280,16 @@ def serve(models: dict[str, Callable], host: str = "127.0.0.1", port: int = 8000
 def model_loaders(checkpoints: list[str], names: list[str], device: str) -> dict[str, Callable]:
     """What the page offers: each ``--checkpoint`` (by file name), each ``--model NAME``, else every model of
     the registry; loaded on first use."""
-    from r3l.denoiser import Denoiser
+    from r3l.denoiser import open_denoiser
     from r3l.io.checkpoint import load_checkpoint
     from r3l.models.zoo import find_model, list_models
 
     loaders: dict[str, Callable] = {}
     for path in checkpoints:
         load_checkpoint(path)  # a bad file is refused before the server starts
-        loaders[Path(path).name] = lambda path=path: Denoiser.from_checkpoint(path, device)
-    for name in names:
-        card = find_model(name)
-        loaders[card.name] = lambda card=card: Denoiser.from_checkpoint(card.path, device)
-    if not loaders:
-        for card in list_models():
-            loaders[card.name] = lambda card=card: Denoiser.from_checkpoint(card.path, device)
+        loaders[Path(path).name] = lambda path=path: open_denoiser(checkpoint=path, device=device)
+    for card in [find_model(name) for name in names] or ([] if loaders else list_models()):
+        loaders[card.name] = lambda card=card: open_denoiser(model=card.name, device=device)
     if not loaders:
         raise R3LError("no model to serve: no trained models are installed; pass --checkpoint CKPT (or add models with "
                        "R3L_MODELS)")
