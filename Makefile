@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/r3l demo --out-dir demo_out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:warnings tests/test_fuzz.py

@@ -229,6 +229,10 @@ def test_cli_pack_takes_benchmark_row_and_eval_reports(registry, tmp_path, capsy
     report.write_text(json.dumps({"rows": []}))
     assert main(args + ["--row", "R3L", "--eval", str(report)]) == 2
     assert "not the JSON of r3l eval --json" in capsys.readouterr().err
+    assert main(args[:-2] + ["--name", "tiny-y", "--check-sigma", "15"]) == 0
+    assert json.loads((tmp_path / "models" / "tiny-y.json").read_text())["check"]["sigma"] == 15.0
+    assert main(args[:-2] + ["--check-sigma", "-1"]) == 2
+    assert "--check-sigma -1" in capsys.readouterr().err
 
 
 def test_gray_default_falls_back_to_a_gray_r3n_before_a_colour_model(tmp_path, monkeypatch, capsys):

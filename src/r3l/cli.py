@@ -336,6 +336,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                                             ("--out", args.out)) if not value]
         if missing:
             raise R3LError(f"r3l models pack needs {', '.join(missing)}")
+        if args.check_sigma is not None and not 0 <= args.check_sigma < 1000:
+            raise R3LError(f"--check-sigma {args.check_sigma:g}: expected a noise level in [0, 1000)")
         training = _read_json(args.training, "--training") if args.training else {}
         psnr = {}
         if args.benchmark:
@@ -353,8 +355,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 raise R3LError(f"--eval {path}: not the JSON of r3l eval --json (no data and summary)")
             results.setdefault(Path(data).name, {}).update({k: round(v["psnr"], 4) for k, v in summary.items()})
         card = pack_model(args.checkpoint, args.name, args.description, args.data_root or _data_root(),
-                          args.out, [i for i in args.images.split(",") if i], training=training, bsd68_psnr=psnr,
-                          results=results)
+                          args.out, [i for i in args.images.split(",") if i], sigma=args.check_sigma,
+                          training=training, bsd68_psnr=psnr, results=results)
         print(f"packed {card.name} into {args.out}: subset PSNR {card.check.psnr:.2f} dB "
               f"({len(card.check.images)} {card.check.data} images, sigma {card.check.sigma:g})")
         return 0
@@ -564,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", default="", help="pack: one line saying what the model is")
     p.add_argument("--images", default="test001,test002,test003,test004",
                    help="pack: comma-separated BSD68 image names of the subset check (default the first four)")
+    p.add_argument("--check-sigma", type=float,
+                   help="pack: the noise level of the subset check (default the training sigma; for a blind model "
+                        "the middle of its range)")
     p.add_argument("--out", help="pack: the registry folder to write into")
     p.add_argument("--training", help="pack: a JSON file of how it was made (device, minutes, ...) for the card")
     p.add_argument("--benchmark", help="pack: a summary.json of r3l benchmark whose row for --name gives the "
