@@ -356,7 +356,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             results.setdefault(Path(data).name, {}).update({k: round(v["psnr"], 4) for k, v in summary.items()})
         card = pack_model(args.checkpoint, args.name, args.description, args.data_root or _data_root(),
                           args.out, [i for i in args.images.split(",") if i], sigma=args.check_sigma,
-                          training=training, bsd68_psnr=psnr, results=results)
+                          training=training, bsd68_psnr=psnr, data=args.check_data, results=results,
+                          opponent_colour=args.opponent_colour)
         print(f"packed {card.name} into {args.out}: subset PSNR {card.check.psnr:.2f} dB "
               f"({len(card.check.images)} {card.check.data} images, sigma {card.check.sigma:g})")
         return 0
@@ -566,6 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", default="", help="pack: one line saying what the model is")
     p.add_argument("--images", default="test001,test002,test003,test004",
                    help="pack: comma-separated BSD68 image names of the subset check (default the first four)")
+    p.add_argument("--check-data", default="BSD68",
+                   help="pack: the data set (a folder of --data-root) of the subset check (default BSD68)")
+    p.add_argument("--opponent-colour", action="store_true",
+                   help="pack: make a colour model of a gray R3N checkpoint, which denoises each channel of an "
+                        "opponent colour space as a gray image (docs/models.md)")
     p.add_argument("--check-sigma", type=float,
                    help="pack: the noise level of the subset check (default the training sigma; for a blind model "
                         "the middle of its range)")

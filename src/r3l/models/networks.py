@@ -152,6 +152,38 @@ class R3N(nn.Module):
         return state
 
 
+#: An opponent colour transform: the channels' mean and two colour differences, each in [0, 1] for an image in
+#: [0, 1] (after :data:`OPPONENT_OFFSET`). Its rows are orthogonal, so white noise of σ in R, G and B stays white
+#: and independent across the new channels, at σ/√3, σ/√2 and σ·√6/4: less than in any colour channel.
+OPPONENT = ((1 / 3, 1 / 3, 1 / 3), (1 / 2, 0.0, -1 / 2), (1 / 4, -1 / 2, 1 / 4))
+OPPONENT_OFFSET = (0.0, 0.5, 0.5)
+
+
+class OpponentColour(nn.Module):
+    """A gray network denoising colour images: each channel of the image in an opponent colour space
+    (:data:`OPPONENT`) as its own gray image, then back to RGB. For a network trained blind over a range of σ
+    (which then fits the lower noise of each opponent channel), measured 1.0–1.7 dB above denoising R, G and B
+    on their own (docs/experiments.md); ``inner`` keeps its own parameter names under ``inner.``."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        if getattr(inner, "channels", 1) != 1:
+            raise R3LError("an opponent-colour model wraps a gray (1-channel) network")
+        self.inner = inner
+        self.channels, self.features = 3, getattr(inner, "features", 0)
+        forward = torch.tensor(OPPONENT)
+        self.register_buffer("to_opponent", forward, persistent=False)
+        self.register_buffer("to_rgb", torch.linalg.inv(forward), persistent=False)
+        self.register_buffer("offset", torch.tensor(OPPONENT_OFFSET).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` RGB in, RGB estimate out (the inner estimates clipped to [0, 1] as gray outputs are)."""
+        b, _, h, w = noisy.shape
+        opponent = torch.einsum("ij,bjhw->bihw", self.to_opponent, noisy) + self.offset
+        clean = self.inner(opponent.reshape(b * 3, 1, h, w)).reshape(b, 3, h, w).clamp(0.0, 1.0)
+        return torch.einsum("ij,bjhw->bihw", self.to_rgb, clean - self.offset)
+
+
 class DnCNN(nn.Module):
     """DnCNN (Zhang et al., 2017) with batch norm folded into the convolutions; predicts the noise.
 

@@ -36,14 +36,19 @@ class ArchSpec:
     task: str = "residual_denoise"
     policy_form: str = "logits"
     max_step: float = 0.0
+    colour_space: str = ""
+    """R3N: ``opponent`` makes a colour model of a gray network (``channels`` 3): each channel of the image in an
+    opponent colour space denoised as a gray image (:class:`r3l.models.networks.OpponentColour`); ``""``: none."""
 
     @property
     def entry(self) -> "ModelEntry":
         return model_entry(self.name)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields that define this model (what a checkpoint stores)."""
-        return {"name": self.name, **{k: getattr(self, k) for k in self.entry.fields}}
+        """The fields that define this model (what a checkpoint stores; ``colour_space`` only when set, so that
+        the headers of gray models read as before it existed)."""
+        return {"name": self.name, **{k: getattr(self, k) for k in self.entry.fields
+                                      if k != "colour_space" or self.colour_space}}
 
     def describe(self) -> str:
         shown = ("channels", "features", "n_actions", "steps", "depth")
@@ -63,7 +68,7 @@ class ArchSpec:
         for key in entry.fields:
             if key not in kept:
                 # Older checkpoints left these at their defaults.
-                if key in ("head_init", "depth", "task", "policy_form", "max_step"):
+                if key in ("head_init", "depth", "task", "policy_form", "max_step", "colour_space"):
                     continue
                 raise R3LError(f"{where}.{key} is missing for a {value['name']} model")
             check_arch_field(key, kept[key], where)
@@ -82,6 +87,10 @@ def check_arch_field(key: str, value: Any, where: str = "arch") -> None:
     if key == "policy_form":
         if value not in ("logits", "gaussian"):
             raise bad("'logits' or 'gaussian'")
+        return
+    if key == "colour_space":
+        if value not in ("", "opponent"):
+            raise bad("'' or 'opponent'")
         return
     if key == "max_step":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 256:
@@ -149,6 +158,16 @@ PAPER_SPECS = {
 }
 
 
+def _build_r3n(s: ArchSpec) -> nn.Module:
+    from r3l.models.networks import R3N, OpponentColour
+
+    if s.colour_space == "opponent":
+        if s.channels != 3:
+            raise R3LError(f"arch.colour_space opponent is for colour models (channels 3), got channels {s.channels}")
+        return OpponentColour(R3N(1, s.features, s.steps, s.head_init, s.max_step))
+    return R3N(s.channels, s.features, s.steps, s.head_init, s.max_step)
+
+
 def _register_builtin() -> None:
     from r3l.models.networks import ActorCritic, DnCNN, R3N
 
@@ -156,9 +175,8 @@ def _register_builtin() -> None:
         lambda s: ActorCritic(s.channels, s.n_actions, s.features, s.head_init, s.policy_form, s.action_step),
         ("channels", "features", "n_actions", "action_step", "steps", "head_init", "task", "policy_form"), "ppo",
         policy=True))
-    register_model("r3n", ModelEntry(
-        lambda s: R3N(s.channels, s.features, s.steps, s.head_init, s.max_step),
-        ("channels", "features", "steps", "head_init", "max_step"), "supervised"))
+    register_model("r3n", ModelEntry(_build_r3n, ("channels", "features", "steps", "head_init", "max_step",
+                                                  "colour_space"), "supervised"))
     register_model("dncnn", ModelEntry(lambda s: DnCNN(s.channels, s.features, s.depth),
                                        ("channels", "features", "depth"), "supervised"))
     from r3l.models.ircnn import IRCNN

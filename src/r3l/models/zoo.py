@@ -150,17 +150,36 @@ def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: st
     return next(iter(summarize(rows).values()))["psnr"]
 
 
+def _as_opponent_colour(ckpt, path):
+    """A gray R3N checkpoint as the colour model :class:`~r3l.models.networks.OpponentColour` of it."""
+    from dataclasses import replace
+
+    from r3l.io.checkpoint import Checkpoint
+
+    if ckpt.arch.name != "r3n" or ckpt.arch.channels != 1 or ckpt.arch.colour_space:
+        raise R3LError(f"{path}: an opponent-colour model is made from a gray R3N checkpoint; this one is "
+                       f"{ckpt.arch.describe()}")
+    arch = replace(ckpt.arch, channels=3, colour_space="opponent")
+    config = {**ckpt.config, "colour": "the gray network in an opponent colour space, each channel denoised as a "
+                                      "gray image (no colour training)"}
+    return Checkpoint(arch, {f"inner.{k}": v for k, v in ckpt.model.items()}, config, ckpt.episode, {})
+
+
 def pack_model(checkpoint: str | Path, name: str, description: str, data_root: str | Path, out_dir: str | Path,
                images: list[str], sigma: float | None = None, seed: int = 0, training: dict | None = None,
                bsd68_psnr: dict[str, float] | None = None, data: str = "BSD68",
-               results: dict[str, dict[str, float]] | None = None) -> ModelCard:
-    """Write ``out_dir/<name>.safetensors`` (weights only) and its card, measuring the subset check here."""
+               results: dict[str, dict[str, float]] | None = None, opponent_colour: bool = False) -> ModelCard:
+    """Write ``out_dir/<name>.safetensors`` (weights only) and its card, measuring the subset check here.
+    ``opponent_colour``: pack a gray R3N as a colour model that denoises an opponent colour space's channels
+    (:class:`r3l.models.networks.OpponentColour`; the same weights under ``inner.``)."""
     from r3l.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from r3l.io.files import write_json
 
     if not name or any(c in name for c in "/\\:") or name.startswith("."):
         raise R3LError(f"model name {name!r}: expected a plain name such as r3l-gray-s25")
     ckpt = load_checkpoint(checkpoint)
+    if opponent_colour:
+        ckpt = _as_opponent_colour(ckpt, checkpoint)
     config = ckpt.config
     env_sigma = config.get("env", {}).get("sigma", 25.0)
     out = Path(out_dir)
