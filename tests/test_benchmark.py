@@ -126,7 +126,7 @@ def test_bad_benchmark_configs(tmp_path, text, message):
 
 @pytest.mark.parametrize("name,methods", [
     ("paper_sigma25", ["R3L", "R3N", "DnCNN", "IRCNN", "pixelRL", "BM3D", "Noisy"]),
-    ("paper_sigma35", ["R3L", "R3N", "DnCNN", "BM3D", "Noisy"]),
+    ("paper_sigma35", ["R3L", "R3N", "DnCNN", "IRCNN", "BM3D", "Noisy"]),
     ("pixelrl_vs_r3l", ["R3L", "pixelRL", "pixelRL published", "BM3D", "Noisy"]),
 ])
 def test_shipped_benchmark_configs_parse(name, methods):
@@ -135,3 +135,23 @@ def test_shipped_benchmark_configs_parse(name, methods):
     cfg = load_benchmark_config(ROOT / "benchmarks" / f"{name}.yaml")
     assert [m.name for m in cfg.methods] == methods
     assert len(cfg.sigmas) == 5 and cfg.sigma_train in (25, 35)
+
+
+def test_optional_methods_are_left_out_when_missing(tiny_folder, tmp_path):
+    cfg = {"data": str(tiny_folder / "test"), "sigma_train": 25, "sigmas": [25], "device": "cpu",
+           "methods": [{"name": "Mine", "checkpoint": str(tmp_path / "none.safetensors"), "optional": True},
+                       {"name": "Zoo", "model": "not-installed", "optional": True},
+                       {"name": "Noisy", "noisy": True}]}
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.warns(UserWarning, match="Mine left out: .*none.safetensors not found"):
+        summary = run_benchmark(load_benchmark_config(path), tmp_path / "out", progress=False)
+    assert list(summary["methods"]) == ["Noisy"]
+    cfg["methods"] = cfg["methods"][:1]
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.warns(UserWarning), pytest.raises(R3LError, match="every method was left out"):
+        run_benchmark(load_benchmark_config(path), tmp_path / "out2", progress=False)
+    cfg["methods"] = [{"name": "Noisy", "noisy": True, "optional": "yes"}]
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(R3LError, match="optional: expected true or false"):
+        load_benchmark_config(path)

@@ -24,7 +24,7 @@ import yaml
 
 from r3l.config import build_dataclass, check_rules, field_rules, non_negative
 from r3l.denoiser import Denoiser, open_denoiser
-from r3l.errors import R3LError
+from r3l.errors import R3LError, warn
 from r3l.evaluation.figures import grid, label
 from r3l.evaluation.metrics import to_uint8
 from r3l.evaluation.protocol import evaluate, write_csv
@@ -64,6 +64,9 @@ class MethodSpec:
     value: Any
     published: str = ""
     """Which published column to compare with (defaults to ``name``)."""
+    optional: bool = False
+    """Leave the method out, with a warning, when its file or registry model is not there (a row that needs a
+    model of your own training in a table that otherwise runs from a fresh install)."""
 
 
 @dataclass
@@ -89,6 +92,24 @@ def _number(value: Any, key: str, minimum: float = 0.0) -> float:
     return float(value)
 
 
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise R3LError(f"benchmark key {key}: expected true or false, got {value!r}")
+    return value
+
+
+def _missing(spec: MethodSpec) -> str | None:
+    """What an optional method lacks (its file, or the registry model it names), else ``None``."""
+    if spec.kind == "model":
+        from r3l.models.zoo import list_models
+
+        return None if any(c.name == spec.value for c in list_models()) else f"model {spec.value!r} is not installed"
+    if spec.kind in WEIGHT_KINDS:
+        path = expand_path(str(spec.value), f"{spec.name}.{spec.kind}")
+        return None if path.is_file() else f"{path} not found"
+    return None
+
+
 def _methods(entries: Any) -> list[MethodSpec]:
     if not isinstance(entries, list) or not entries:
         raise R3LError("benchmark key methods: expected a non-empty list")
@@ -98,13 +119,14 @@ def _methods(entries: Any) -> list[MethodSpec]:
         if not isinstance(entry, dict) or "name" not in entry:
             raise R3LError(f"benchmark key {where}: expected a mapping with a name")
         kinds = [k for k in METHOD_KINDS if k in entry]
-        extra = sorted(set(entry) - set(METHOD_KINDS) - {"name", "published"})
+        extra = sorted(set(entry) - set(METHOD_KINDS) - {"name", "published", "optional"})
         if extra:
             raise R3LError(f"unknown benchmark key {where}.{extra[0]}")
         if len(kinds) != 1:
             raise R3LError(f"benchmark key {where}: give exactly one of {', '.join(METHOD_KINDS)}")
         methods.append(MethodSpec(str(entry["name"]), kinds[0], entry[kinds[0]],
-                                  str(entry.get("published", entry["name"]))))
+                                  str(entry.get("published", entry["name"])), _flag(entry.get("optional", False),
+                                                                                f"{where}.optional")))
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise R3LError("benchmark key methods: method names must be unique")
@@ -360,6 +382,16 @@ def example_grid(cfg: BenchmarkConfig, image: NamedImage, methods: dict[str, Cal
 def run_benchmark(cfg: BenchmarkConfig, out_dir: Path, progress: bool = True) -> dict:
     """Evaluate every method at every σ on the same noisy images; write the table, CSV, JSON and figures."""
     start = time.perf_counter()
+    kept = []
+    for spec in cfg.methods:
+        missing = _missing(spec) if spec.optional else None
+        if missing:
+            warn(f"benchmark method {spec.name} left out: {missing} (optional)")
+        else:
+            kept.append(spec)
+    if not kept:
+        raise R3LError("benchmark: every method was left out (all optional, none found)")
+    cfg = dataclasses.replace(cfg, methods=kept)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = cfg.data
     images = load_images(data, 1, "benchmark key data", cfg.max_images)
