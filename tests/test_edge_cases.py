@@ -255,7 +255,7 @@ def test_contradictory_model_arguments(run, tmp_path, capsys):
                        run / "test" / "t0.png", "-o", tmp_path / "y.png")
     one_error(code, err, "either --checkpoint", "not both")
     code, _, err = cli(capsys, "eval", "--weights", "w.pth", "--data", run / "test")
-    one_error(code, err, "--weights FILE needs --model dncnn or --model ircnn")
+    one_error(code, err, "--weights FILE needs --model dncnn, --model ircnn or --model pixelrl")
 
 
 # 10. checkpoint headers
