@@ -74,7 +74,7 @@ def test_models_command_lists_and_checks(registry, monkeypatch, capsys, tmp_path
     monkeypatch.setenv("R3L_DATA", str(DATASETS))
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert DEFAULT_MODEL in out and "(default)" in out and "BSD68@25 20.00 dB" in out
+    assert DEFAULT_MODEL in out and "(default gray)" in out and "BSD68@25 20.00 dB" in out
     assert main(["models", "check"]) == 0
     assert "ok" in capsys.readouterr().out
     # A card whose stored PSNR is off by more than 0.01 dB fails the check.
