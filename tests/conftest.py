@@ -74,9 +74,10 @@ def tiny_config(train: str, val: str, episodes: int = 4, **extra) -> dict:
     return cfg
 
 
-def train_tiny(root: Path, episodes: int = 2, validate: bool = True) -> Path:
+def train_tiny(root: Path, episodes: int = 2, validate: bool = True, steps: int | None = None) -> Path:
     """Write three 40×40 training images (and one 32×32 test image) under ``root``, its config as
-    ``root/tiny.yaml``, and train a tiny R3L in-process into ``root/run``; returns ``root``."""
+    ``root/tiny.yaml``, and train a tiny R3L in-process into ``root/run``; returns ``root``. ``steps``: the
+    episode length (default the config's 6)."""
     import yaml
 
     from r3l.config import from_dict
@@ -87,6 +88,8 @@ def train_tiny(root: Path, episodes: int = 2, validate: bool = True) -> Path:
         write_image(root / "train" / f"im{i}.png", smooth_image(rng, 40, 40))
     write_image(root / "test" / "t0.png", smooth_image(rng, 32, 32))
     cfg = tiny_config(str(root / "train"), str(root / "test") if validate else "", episodes=episodes)
+    if steps is not None:
+        cfg["env"] = {"steps": steps}
     (root / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     Trainer(from_dict(cfg), root / "run").train()
     return root

@@ -138,3 +138,24 @@ def test_value_warmup_moves_only_the_value_head(tiny_folder):
     after = trainer.net.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"value"}
+
+
+def test_log_mse_weighs_each_image_by_its_own_error():
+    from r3l.algos.supervised import LOG_MSE_FLOOR, Supervised
+    from r3l.models.spec import build_network
+    from r3l.tasks import ResidualDenoiseEnv
+
+    cfg = from_dict({"model": {"name": "r3n", "init": "scratch", "features": 8},
+                     "supervised": {"loss": "log_mse"}, "data": {"train": "skimage", "val": ""}})
+    net = build_network({"name": "r3n", "channels": 1, "features": 8, "steps": 2})
+    algo = Supervised(net, cfg, ResidualDenoiseEnv())
+    clean = torch.rand(2, 1, 6, 6)
+    errors = torch.stack([torch.full((1, 6, 6), 0.01), torch.full((1, 6, 6), 0.1)])  # 40 dB and 20 dB
+    estimate = (clean + errors).requires_grad_()
+    loss = algo.loss(estimate, clean)
+    assert loss.item() == pytest.approx(float(np.mean(np.log([1e-4 + LOG_MSE_FLOOR, 1e-2 + LOG_MSE_FLOOR]))), rel=1e-5)
+    loss.backward()
+    light, heavy = (estimate.grad[i].abs().sum().item() for i in range(2))
+    assert light > 5 * heavy  # mse would give the heavy image 10× the light one's gradient; log_mse ~9× the other way
+    with pytest.raises(Exception, match="supervised.loss"):
+        from_dict({"supervised": {"loss": "l1"}})

@@ -75,8 +75,12 @@ def test_models_command_lists_and_checks(registry, monkeypatch, capsys, tmp_path
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert DEFAULT_MODEL in out and "(default gray)" in out and "BSD68@25 20.00 dB" in out
-    assert main(["models", "check"]) == 0
-    assert "ok" in capsys.readouterr().out
+    # `check NAME` measures that model alone (the shipped ones have their own test below)
+    assert main(["models", "check", DEFAULT_MODEL]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and len(out.strip().splitlines()) == 1 and out.startswith(DEFAULT_MODEL)
+    assert main(["models", "check", "nope"]) == 2
+    assert "model 'nope' not found" in capsys.readouterr().err
     # A card whose stored PSNR is off by more than 0.01 dB fails the check.
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -85,7 +89,7 @@ def test_models_command_lists_and_checks(registry, monkeypatch, capsys, tmp_path
     (bad / f"{DEFAULT_MODEL}.json").write_text(json.dumps(data))
     (bad / f"{DEFAULT_MODEL}.safetensors").write_bytes((root / "models" / f"{DEFAULT_MODEL}.safetensors").read_bytes())
     monkeypatch.setenv("R3L_MODELS", str(bad))
-    assert main(["models", "check"]) == 1
+    assert main(["models", "check", DEFAULT_MODEL]) == 1
     assert "MISMATCH" in capsys.readouterr().out
 
 

@@ -332,6 +332,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     from r3l.models.zoo import default_model, list_models, pack_model, subset_psnr, zoo_table
 
     if args.action == "pack":
+        if args.names:
+            raise R3LError("r3l models pack takes --name NAME, not a model name after pack")
         missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--name", args.name),
                                             ("--out", args.out)) if not value]
         if missing:
@@ -362,6 +364,12 @@ def cmd_models(args: argparse.Namespace) -> int:
               f"({len(card.check.images)} {card.check.data} images, sigma {card.check.sigma:g})")
         return 0
     models = list_models()
+    if args.names:
+        known = {card.name for card in models}
+        unknown = [name for name in args.names if name not in known]
+        if unknown:
+            raise R3LError(f"model {unknown[0]!r} not found; available: {', '.join(sorted(known)) or 'none'}")
+        models = [card for card in models if card.name in set(args.names)]
     if args.action == "table":
         print(zoo_table(models))
         return 0
@@ -560,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "`pack` turns a checkpoint into a registry entry (weights + card); `table` "
                                    "prints the models as a Markdown table (docs/models.md).")
     p.add_argument("action", nargs="?", choices=["list", "check", "pack", "table"], default="list")
+    p.add_argument("names", nargs="*", metavar="NAME", help="list/check/table: only these models (default all)")
     p.add_argument("--json", action="store_true", help="list: print the cards as JSON")
     p.add_argument("--data-root", help="check/pack: the folder holding BSD68 (default $R3L_DATA)")
     p.add_argument("--checkpoint", help="pack: the checkpoint to pack")

@@ -158,6 +158,10 @@ class SupervisedConfig(LRSchedule):
     lr: float = positive(1e-3)
     max_grad_norm: float = non_negative(0.0)
     weight_decay: float = non_negative(0.0)
+    loss: Literal["mse", "log_mse"] = "mse"
+    """``mse``: the batch's mean squared error. ``log_mse``: the mean over images of ``log(MSE_i + 1e-5)``, which
+    maximises the mean PSNR and so weighs each image by its own error (a blind model's lightly noisy images count
+    as much as its heavily noisy ones; under ``mse`` the heavy noise dominates)."""
 
 
 @dataclass

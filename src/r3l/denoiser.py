@@ -15,9 +15,11 @@ from r3l.models.networks import ActorCritic, dncnn_from_weights
 from r3l.models.spec import ArchSpec, build_network
 from r3l.algos.optim import autocast
 from r3l.engines import OnnxRuntimeEngine, resolve_engine
+from r3l.errors import R3LError, warn
 from r3l.runtime import cpu_prefers_channels_last, pick_device
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+DECODINGS = ("greedy", "expected")
 
 
 def _training_sigma(config: dict) -> tuple[float, float] | None:
@@ -31,7 +33,6 @@ def _training_sigma(config: dict) -> tuple[float, float] | None:
         return float(low), float(high)
     except (TypeError, ValueError):
         return None
-DECODINGS = ("greedy", "expected")
 
 
 class Denoiser:
@@ -59,8 +60,6 @@ class Denoiser:
     def __init__(self, net: nn.Module, arch: ArchSpec | dict, device: str | torch.device = "auto", tile: int = TILE,
                  precision: str = "fp32", channels_last: bool | None = None, compile: bool = False,
                  decoding: str = "greedy", self_ensemble: bool = False, engine: str = "auto"):
-        from r3l.errors import R3LError
-
         if precision not in PRECISIONS:
             raise R3LError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         if decoding not in DECODINGS:
@@ -99,7 +98,6 @@ class Denoiser:
     def prepare(self) -> "Denoiser":
         """Make the engine ready now (onnxruntime: the exported graph and its session), not at the first image;
         with ``auto``, a graph that onnxruntime cannot run is reported in one warning and PyTorch runs instead."""
-        from r3l.errors import R3LError, warn
 
         if self.engine == "onnxruntime" and self._onnxruntime is None:
             try:
@@ -301,8 +299,6 @@ class Denoiser:
 def _checked_image(image: object) -> tuple[np.ndarray, np.ndarray | None, float]:
     """``image`` as float32 ``(H, W, C)`` in [0, 1] (C = 1 or 3), its alpha ``(H, W, 1)`` as given or None, and
     the scale of its integer type (1.0 for floats); an :class:`R3LError` for anything ambiguous."""
-    from r3l.errors import R3LError
-
     if not isinstance(image, np.ndarray):
         raise R3LError(f"Denoiser.denoise takes a NumPy array (H, W) or (H, W, C), got {type(image).__name__}; "
                        "for (B, C, H, W) float tensors call the Denoiser itself")
@@ -350,8 +346,6 @@ def open_denoiser(checkpoint: str | Path | None = None, model: str | None = None
     - neither: the registry's default model for images of ``channels`` channels.
 
     ``options`` go to :class:`Denoiser` (``precision``, ``engine``, ``decoding``, ...)."""
-    from r3l.errors import R3LError
-
     if checkpoint and (model or weights):
         raise R3LError("give either a checkpoint or a model, not both")
     if (model in WEIGHT_FORMATS) != (weights is not None):
