@@ -86,6 +86,7 @@ def test_upload_denoise_and_psnr_equal_to_eval(server, browser, tmp_path, capsys
     shutil.copy(DATASETS / "BSD68" / "test001.png", image)
     browser.get(url)
     assert _denoise(browser, image, 25) == ""
+    assert browser.find_element(By.ID, "warning").text == ""  # σ 25 is the tiny model's training level
     page_psnr = float(browser.find_element(By.ID, "psnr").get_attribute("data-psnr"))
     page_ssim = float(browser.find_element(By.ID, "ssim").get_attribute("data-ssim"))
     assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(image.parent), "--sigma", "25",
@@ -137,3 +138,26 @@ def test_upload_limit_and_unknown_model_are_clear(server):
         assert expected in json.loads(info.value.read())["error"]
     with urllib.request.urlopen(f"{url}api/models", timeout=30) as answer:  # still serving
         assert json.loads(answer.read())[0]["name"].endswith(".safetensors")
+
+
+def test_a_noise_level_outside_the_training_range_is_noted(server):
+    """The tiny model was trained at σ 25: σ 60 added on the page gets the one-line note, σ 25 none."""
+    import time
+
+    url, _, root = server
+    data = (root / "test" / "t0.png").read_bytes()
+    notes = {}
+    for sigma in (25, 60):
+        request = urllib.request.Request(f"{url}api/denoise?sigma={sigma}&name=t0.png", data=data, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            job = json.loads(answer.read())["job"]
+        for _ in range(300):
+            with urllib.request.urlopen(f"{url}api/job/{job}", timeout=30) as answer:
+                status = json.loads(answer.read())
+            if status["status"] != "running":
+                break
+            time.sleep(0.1)
+        assert status["status"] == "done", status
+        notes[sigma] = status["warning"]
+    assert notes[25] == ""
+    assert notes[60].startswith("noise sigma 60, outside the model's training sigma 25: expect noise left in")

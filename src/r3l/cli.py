@@ -237,15 +237,7 @@ def _explain_dirs(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> l
 
 def _warn_noise_level(denoiser, image, src) -> None:
     """One warning line if the image's estimated Gaussian noise lies outside the model's training range."""
-    import torch
-
-    from r3l.tasks import DenoiseEnv
-    from r3l.tasks.noise import estimate_gaussian_sigma
-
-    if denoiser.training_sigma is None or not (denoiser.env is None or isinstance(denoiser.env, DenoiseEnv)):
-        return
-    pixels = torch.from_numpy(image).movedim(-1, 0)  # (H, W, C) floats in [0, 1]
-    note = denoiser.sigma_warning(estimate_gaussian_sigma(pixels), estimated=True)
+    note = denoiser.image_noise_warning(image)
     if note:
         warn(f"{src}: {note}")
 

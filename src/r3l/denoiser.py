@@ -149,6 +149,18 @@ class Denoiser:
         return (f"noise sigma {level}, outside the model's training sigma {trained}: {effect} (blind models, "
                 "trained for a range of sigma, are in r3l models)")
 
+    def image_noise_warning(self, image: np.ndarray) -> str | None:
+        """:meth:`sigma_warning` for an image of unknown noise (``(H, W, C)`` floats in [0, 1]): its Gaussian
+        noise level estimated (:func:`r3l.tasks.noise.estimate_gaussian_sigma`); ``None`` for a model of another
+        task or of unknown training levels."""
+        from r3l.tasks import DenoiseEnv
+        from r3l.tasks.noise import estimate_gaussian_sigma
+
+        if self.training_sigma is None or not (self.env is None or isinstance(self.env, DenoiseEnv)):
+            return None
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).movedim(-1, 0)
+        return self.sigma_warning(estimate_gaussian_sigma(pixels), estimated=True)
+
     @classmethod
     def from_dncnn_weights(cls, path: str | Path, device: str | torch.device = "auto",
                            precision: str = "fp32", compile: bool = False, **options) -> "Denoiser":

@@ -50,6 +50,8 @@ class Job:
     """name → (bytes, content type)."""
     download_name: str = ""
     steps: int = 0
+    warning: str = ""
+    """A noise level outside the model's training range (:meth:`r3l.denoiser.Denoiser.sigma_warning`)."""
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -127,11 +129,16 @@ class DemoApp:
         from r3l.evaluation.metrics import psnr, ssim, to_uint8
         from r3l.io.data import noisy_version
         from r3l.io.images import output_bits, write_image
+        from r3l.tasks import DenoiseEnv
 
         def progress(done: int, total: int) -> None:
             job.done, job.total = done, total
 
         noisy = noisy_version(image, stem, sigma, seed) if sigma > 0 else image
+        is_denoising = denoiser.env is None or isinstance(denoiser.env, DenoiseEnv)
+        note = (denoiser.sigma_warning(sigma) if is_denoising else None) if sigma > 0 else \
+            denoiser.image_noise_warning(image)
+        job.warning = note or ""
         out = denoiser.denoise(noisy.astype(np.float32), progress)
         if sigma > 0:
             # Exactly r3l eval's protocol: seeded noise by image name, output clipped and rounded to 8 bits.
@@ -159,7 +166,8 @@ class DemoApp:
         if job is None:
             raise R3LError(f"job {job_id}: unknown or expired")
         return {"status": job.status, "done": job.done, "total": job.total, "error": job.error,
-                "metrics": job.metrics, "steps": job.steps, "download_name": job.download_name}
+                "metrics": job.metrics, "steps": job.steps, "download_name": job.download_name,
+                "warning": job.warning}
 
 
 def sample_png(name: str) -> bytes:
