@@ -23,7 +23,8 @@ from common import emit
 
 from r3l.denoiser import Denoiser
 from r3l.export import ONNX_OPSET, export_onnx, onnx_session
-from r3l.io.data import load_images, noisy_version
+from r3l.io.data import load_images
+from r3l.degradation import noisy_version
 from r3l.models.spec import PAPER_SPECS, build_network
 
 

@@ -19,7 +19,8 @@ from collections import defaultdict
 import torch
 from common import device_name, emit, peak_device_mib, peak_host_mib, sync
 
-from r3l.io.data import load_images, noisy_version
+from r3l.io.data import load_images
+from r3l.degradation import noisy_version
 from r3l.denoiser import PRECISIONS, Denoiser
 from r3l.runtime import pick_device
 from r3l.models.spec import PAPER_SPECS, build_network

@@ -146,3 +146,85 @@ def test_the_command_line_starts_without_pytorch():
         import r3l
 
         r3l.Nope
+
+
+#: r3l's layers, bottom first: a module imports only from its own layer or below (docs/architecture.md). The
+#: package root, which only re-exports, sits on top.
+LAYERS = (
+    ("r3l.errors", "r3l.version", "r3l.runtime", "r3l.distributed", "r3l.metrics", "r3l.degradation"),
+    ("r3l.config",),
+    ("r3l.io",),
+    ("r3l.tasks", "r3l.models", "r3l.algos"),
+    ("r3l.denoiser", "r3l.engines", "r3l.export"),
+    ("r3l.evaluation",),
+    ("r3l.trainer", "r3l.logger"),
+    ("r3l.cli", "r3l.web", "r3l.demo", "r3l.__main__"),
+)
+#: The upward imports still there, each named with its line's target: the config's checks that names are
+#: registered (the registries live in the layer above it) and the checkpoint header's typed architecture. A new
+#: upward import fails the test, and so does an entry here that is gone (so the list only shrinks).
+KNOWN_UPWARD = {
+    ("r3l.config", "r3l.models.spec"), ("r3l.config", "r3l.tasks"), ("r3l.io.checkpoint", "r3l.models.spec"),
+}
+
+
+def _layer(module: str) -> int:
+    matches = [(len(name), i) for i, names in enumerate(LAYERS) for name in names
+               if module == name or module.startswith(name + ".")]
+    assert matches, f"{module} is in no layer of LAYERS"
+    return max(matches)[1]
+
+
+def _imports() -> dict[str, list[tuple[str, bool]]]:
+    """Each module of ``src/r3l`` → the r3l modules it imports, with whether at module level."""
+    import ast
+    from pathlib import Path
+
+    import r3l
+
+    root = Path(r3l.__file__).parent
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        tree = ast.parse(path.read_text())
+        targets = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("r3l"):
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.split(".")[0] == "r3l"]
+            else:
+                continue
+            targets += [(name, node in tree.body) for name in names]
+        found[module] = targets
+    return found
+
+
+def test_imports_point_down_the_layers_and_make_no_cycle():
+    imports = _imports()
+    upward = set()
+    for module, targets in imports.items():
+        if module == "r3l":
+            continue
+        for target, _ in targets:
+            if target != "r3l" and _layer(target) > _layer(module):
+                upward.add((module, target))
+    assert upward - KNOWN_UPWARD == set(), "imports from a higher layer"
+    assert KNOWN_UPWARD - upward == set(), "gone from the code: take them off KNOWN_UPWARD"
+    # No cycle among module-level imports (a package's __init__ importing its own submodules is not one).
+    graph = {m: {t for t, top in targets if top and t in imports and not m.startswith(t + ".")}
+             for m, targets in imports.items()}
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in graph[module]:
+            assert state.get(target) != 1, f"import cycle: {' -> '.join(path + [module, target])}"
+            if target not in state:
+                visit(target, path + [module])
+        state[module] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [])

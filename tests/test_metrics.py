@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from r3l.evaluation.metrics import psnr, ssim, to_uint8
+from r3l.metrics import psnr, ssim, to_uint8
 
 
 def test_psnr_known_value_and_matches_skimage():

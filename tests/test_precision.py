@@ -181,14 +181,14 @@ def test_guarded_step_leaves_weights_moments_and_count_untouched_when_not_finite
 
 
 def test_auto_compile_is_cuda_graphs_for_r3l_on_cuda_only():
-    from r3l.runtime import resolve_compile
+    from r3l.trainer import compile_plan
 
     cuda = torch.device("cuda")
     r3l = from_dict(tiny_config("t", "", episodes=2))
     r3n = from_dict({**tiny_config("t", "", episodes=2), "model": {"name": "r3n", "init": "scratch"}})
-    assert resolve_compile(r3l, cuda) == ("all", "reduce-overhead")
-    assert resolve_compile(r3l, CPU) == ("off", "default")
-    assert resolve_compile(r3n, cuda) == ("off", "reduce-overhead")
+    assert compile_plan(r3l, cuda) == ("all", "reduce-overhead")
+    assert compile_plan(r3l, CPU) == ("off", "default")
+    assert compile_plan(r3n, cuda) == ("off", "reduce-overhead")
     explicit = from_dict({**tiny_config("t", "", episodes=2), "train": {"compile": "network",
                                                                         "compile_mode": "max-autotune"}})
-    assert resolve_compile(explicit, cuda) == ("network", "max-autotune")
+    assert compile_plan(explicit, cuda) == ("network", "max-autotune")

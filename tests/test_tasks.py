@@ -8,12 +8,12 @@ import torch
 from r3l.config import from_dict
 from r3l.errors import R3LError
 from r3l.evaluation.protocol import evaluate
-from r3l.io.data import NamedImage, noisy_version
+from r3l.io.data import NamedImage
 from r3l.io.images import read_native, to_float, write_image
 from r3l.tasks import make_env
 from r3l.tasks.denoise import FILTER_ACTIONS, FilterDenoiseEnv, ResidualDenoiseEnv
 from r3l.tasks.filters import bilateral_filter, box_blur, gaussian_blur, median_blur
-from r3l.tasks.noise import NOISES
+from r3l.degradation import NOISES, noisy_version
 
 
 def asymmetric_rgb(h: int = 20, w: int = 28) -> np.ndarray:

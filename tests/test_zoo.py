@@ -13,7 +13,8 @@ from r3l.cli import main
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
 from r3l.models.spec import build_network
-from r3l.models.zoo import DEFAULT_MODEL, PACKAGE_FOLDER, find_model, list_models, pack_model, subset_psnr
+from r3l.evaluation.cards import pack_model, subset_psnr
+from r3l.models.zoo import DEFAULT_MODEL, PACKAGE_FOLDER, find_model, list_models
 
 SHIPPED = sorted(p.stem for p in PACKAGE_FOLDER.glob("*.json"))
 

@@ -148,7 +148,7 @@ DEFAULT_LEVELS = {"gaussian": 25.0, "poisson": 30.0, "salt_pepper": 0.1, "spatia
 def cmd_eval(args: argparse.Namespace) -> int:
     from r3l.io.data import load_images
     from r3l.tasks import DenoiseEnv
-    from r3l.tasks.noise import noise_model
+    from r3l.degradation import noise_model
     from r3l.evaluation.protocol import evaluate, summarize, write_csv
     from r3l.io.files import write_json
 
@@ -321,7 +321,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from r3l.models.zoo import default_model, list_models, pack_model, subset_psnr, zoo_table
+    from r3l.evaluation.cards import pack_model, subset_psnr
+    from r3l.models.zoo import default_model, list_models, zoo_table
 
     if args.action == "pack":
         if args.names:
@@ -434,7 +435,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from r3l import __version__
+    from r3l.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="r3l", description="Pixel-wise deep RL for images: R3L denoising by residual recovery (PPO).")

@@ -51,7 +51,7 @@ class EnvConfig:
     """Noise level: σ on the 0–255 scale for the Gaussian noise models, the peak for ``poisson``, the density for
     ``salt_pepper``; a pair ``[lo, hi]`` draws a level per image uniformly from that range (blind training)."""
     noise: Literal["gaussian", "poisson", "salt_pepper", "spatial_gaussian", "mixed"] = "gaussian"
-    """The noise model of the denoising tasks (:mod:`r3l.tasks.noise` defines each)."""
+    """The noise model of the denoising tasks (:mod:`r3l.degradation` defines each)."""
     n_actions: int = positive(27)
     action_step: float = positive(1.0)
     """Each action adds ``(k - n_actions // 2) * action_step / 255``."""
@@ -418,7 +418,7 @@ def _validate(cfg: Config) -> None:
             raise R3LError(f"config key env.sigma: a range must be [low, high] with 0 <= low <= high, got {sigma}")
     elif sigma < 0:
         raise R3LError(f"config key env.sigma: must not be negative, got {sigma}")
-    from r3l.tasks.noise import noise_model
+    from r3l.degradation import noise_model
 
     model = noise_model(cfg.env.noise, "config key env.noise")
     for level in sigma if isinstance(sigma, list) else [sigma]:
@@ -512,9 +512,3 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if path is not None:
             raise R3LError(f"{path}: {exc}") from None
         raise
-
-
-def save_config(cfg: Config, path: str | Path) -> None:
-    from r3l.io.files import atomic_write_bytes
-
-    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())

@@ -13,8 +13,8 @@ from r3l.evaluation.protocol import evaluate, summarize
 from r3l.io.files import write_json
 from r3l.evaluation.figures import grid, label
 from r3l.io.images import write_image
-from r3l.evaluation.metrics import to_uint8
-from r3l.io.data import noisy_version
+from r3l.metrics import to_uint8
+from r3l.degradation import noisy_version
 from r3l.runtime import configure_torch
 from r3l.trainer import Trainer
 

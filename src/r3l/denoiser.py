@@ -35,6 +35,19 @@ def _training_sigma(config: dict) -> tuple[float, float] | None:
         return None
 
 
+def ensemble_mean(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The self-ensemble: ``run`` on the 8 flips and 90° rotations of ``x``, each estimate turned back and
+    clipped to [0, 1], averaged (the inference of :class:`Denoiser` and of its exported programs)."""
+    total = None
+    for k in range(4):
+        for flip in (False, True):
+            view = torch.rot90(x, k, dims=(2, 3))
+            out = run((view.flip(3) if flip else view).contiguous()).clamp(0.0, 1.0)
+            out = torch.rot90(out.flip(3) if flip else out, -k, dims=(2, 3))
+            total = out if total is None else total + out
+    return total / 8
+
+
 class Denoiser:
     """A denoising network with its inference rule.
 
@@ -133,7 +146,7 @@ class Denoiser:
     def sigma_warning(self, sigma: float, estimated: bool = False) -> str | None:
         """A sentence if Gaussian noise of level ``sigma`` lies outside the levels this network was trained for
         (by more than ``max(5, 20%)`` of the nearer bound: below about 5 levels a photo's own texture and a clean
-        image look alike), else ``None``. ``estimated``: ``sigma`` comes from :func:`r3l.tasks.noise.
+        image look alike), else ``None``. ``estimated``: ``sigma`` comes from :func:`r3l.degradation.
         estimate_gaussian_sigma`` and is worded so."""
         if self.training_sigma is None:
             return None
@@ -151,10 +164,10 @@ class Denoiser:
 
     def image_noise_warning(self, image: np.ndarray) -> str | None:
         """:meth:`sigma_warning` for an image of unknown noise (``(H, W, C)`` floats in [0, 1]): its Gaussian
-        noise level estimated (:func:`r3l.tasks.noise.estimate_gaussian_sigma`); ``None`` for a model of another
+        noise level estimated (:func:`r3l.degradation.estimate_gaussian_sigma`); ``None`` for a model of another
         task or of unknown training levels."""
         from r3l.tasks import DenoiseEnv
-        from r3l.tasks.noise import estimate_gaussian_sigma
+        from r3l.degradation import estimate_gaussian_sigma
 
         if self.training_sigma is None or not (self.env is None or isinstance(self.env, DenoiseEnv)):
             return None
@@ -237,17 +250,7 @@ class Denoiser:
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """The network's estimate; with ``self_ensemble``, the mean over the 8 flips and 90° rotations of the
         input, each estimate turned back (8× the work)."""
-        if not self.self_ensemble:
-            return self._run_once(x)
-        total = torch.zeros_like(x, dtype=torch.float32)
-        for k in range(4):
-            for flip in (False, True):
-                view = torch.rot90(x, k, dims=(2, 3))
-                view = view.flip(3) if flip else view
-                out = self._run_once(view.contiguous())
-                out = out.flip(3) if flip else out
-                total += torch.rot90(out, -k, dims=(2, 3)).clamp(0.0, 1.0)
-        return total / 8
+        return ensemble_mean(self._run_once, x) if self.self_ensemble else self._run_once(x)
 
     @torch.no_grad()
     def __call__(self, noisy: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:

@@ -149,7 +149,7 @@ def _graph_key(denoiser: Denoiser) -> str:
     options, and the versions of the exporter's stack."""
     import onnx
 
-    from r3l import __version__
+    from r3l.version import __version__
     from r3l.export import ONNX_OPSET
 
     net = denoiser.net

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from r3l.denoiser import ensemble_mean
 from r3l.errors import R3LError
 from r3l.io.files import ensure_folder
 from r3l.tasks.denoise import ResidualDenoiseEnv
@@ -51,36 +52,23 @@ class InferenceProgram(nn.Module):
             if not isinstance(env, ResidualDenoiseEnv):
                 raise R3LError(f"export covers R3L's residual actions; this policy's task is {denoiser.arch.task} "
                                "(run it with r3l denoise instead)")
-            self.steps = steps or env.steps
-            residuals = env.residual(torch.arange(env.n_actions))
-            self.register_buffer("residuals", residuals.view(1, 1, -1, 1, 1), persistent=False)
-            self.centre, self.scale = env.n_actions // 2, env.action_step / 255.0
+            self.env, self.steps = env, steps or env.steps
         elif steps is not None:
             raise R3LError(f"--steps applies to R3L policies; this model is {denoiser.arch.name}")
 
     def _once(self, x: torch.Tensor) -> torch.Tensor:
         if not self.policy:
             return self.net(x)
-        for _ in range(self.steps):
+        for _ in range(self.steps):  # the task's own steps, as Denoiser applies them
             logits = self.net.policy_logits(x)
             if self.decoding == "greedy":
-                x = x + (logits.argmax(dim=2) - self.centre).to(x.dtype) * self.scale
+                x = self.env.transition(x, logits.argmax(dim=2))
             else:
-                x = x + (torch.softmax(logits, dim=2) * self.residuals).sum(dim=2)
+                x = self.env.expected_transition(x, torch.softmax(logits, dim=2))
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.self_ensemble:
-            return self._once(x).clamp(0.0, 1.0)
-        total = torch.zeros_like(x)
-        for k in range(4):
-            for flip in (False, True):
-                view = torch.rot90(x, k, dims=(2, 3))
-                view = view.flip(3) if flip else view
-                out = self._once(view).clamp(0.0, 1.0)
-                out = out.flip(3) if flip else out
-                total = total + torch.rot90(out, -k, dims=(2, 3))
-        return total / 8
+        return ensemble_mean(self._once, x) if self.self_ensemble else self._once(x).clamp(0.0, 1.0)
 
 
 def _dynamic_shapes(dynamic: bool) -> dict | None:

@@ -43,18 +43,14 @@ def cpu_prefers_channels_last() -> bool:
     return torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
-def resolve_compile(cfg, device: torch.device) -> tuple[str, str]:
+def resolve_compile(cfg, device: torch.device, whole_update: bool) -> tuple[str, str]:
     """``train.compile`` and ``train.compile_mode`` with ``auto`` decided: the whole update compiled with CUDA
-    graphs on CUDA for an algorithm whose shapes are static (PPO's episode, where it was measured to help);
-    eager on the CPU and for the supervised baselines."""
-    from r3l.algos import ALGORITHMS
-    from r3l.models.spec import model_entry
-
+    graphs on CUDA for an algorithm whose shapes are static (``whole_update``: PPO's episode, where it was
+    measured to help); eager on the CPU and for the supervised baselines."""
     cuda = device.type == "cuda"
     what, mode = cfg.train.compile, cfg.train.compile_mode
     if what == "auto":
-        whole = ALGORITHMS[model_entry(cfg.model.name).algorithm].compiles_whole_update
-        what = "all" if cuda and whole else "off"
+        what = "all" if cuda and whole_update else "off"
     if mode == "auto":
         mode = "reduce-overhead" if cuda else "default"
     return what, mode
@@ -64,8 +60,8 @@ def configure_torch(cfg) -> torch.device:
     """Apply a training config's process-wide torch settings and return its device.
 
     ``train.threads`` (intra-op threads), ``train.deterministic`` (deterministic algorithms), cuDNN autotuning
-    (``train.cudnn_benchmark``), TF32 matmuls and convolutions on CUDA (``train.tf32``), and, when ``auto``
-    chose compilation, dynamo falling back to eager where compilation fails (no C compiler for Triton, an
+    (``train.cudnn_benchmark``), TF32 matmuls and convolutions on CUDA (``train.tf32``), and, on CUDA with
+    ``train.compile: auto`` (which may compile), dynamo falling back to eager where compilation fails (no C compiler for Triton, an
     unsupported GPU) rather than stopping the training.
     """
     tc = cfg.train
@@ -81,6 +77,6 @@ def configure_torch(cfg) -> torch.device:
         tf32 = tc.tf32 != "off"
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-    if tc.compile == "auto" and resolve_compile(cfg, device)[0] != "off":
+    if tc.compile == "auto" and cuda:  # where auto may compile (resolve_compile): fall back, don't stop
         torch._dynamo.config.suppress_errors = True
     return device

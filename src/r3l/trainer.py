@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+import yaml
 from tqdm import tqdm
 
 from r3l.algos import ALGORITHMS
 from r3l.algos.optim import Precision, learning_rate, resolve_precision, set_lr
-from r3l.config import Config, flatten, save_config
+from r3l.config import Config, flatten
 from r3l.denoiser import Denoiser
 from r3l.distributed import SINGLE, World, device_for
 from r3l.errors import R3LError, warn
@@ -21,7 +22,7 @@ from r3l.io.checkpoint import (
     Checkpoint, load_checkpoint, load_weights, optimizer_state, previous_path, restore_optimizer, save_checkpoint,
 )
 from r3l.io.data import NamedImage, check_crop, load_images, make_train_loader
-from r3l.io.files import expand_path
+from r3l.io.files import atomic_write_bytes, expand_path
 from r3l.logger import MetricLogger
 from r3l.models.ircnn import init_from_ircnn, init_from_r3n, widen_to_colour
 from r3l.models.networks import init_from_dncnn
@@ -103,6 +104,21 @@ def build_model(cfg: Config) -> nn.Module:
     return net
 
 
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as the YAML that ``r3l train --config`` reads, atomically."""
+    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+
+
+def algorithm_class(cfg: Config):
+    """The class that trains the configured model (the model registry names it)."""
+    return ALGORITHMS[model_entry(cfg.model.name).algorithm]
+
+
+def compile_plan(cfg: Config, device: torch.device) -> tuple[str, str]:
+    """:func:`r3l.runtime.resolve_compile` for the configured model's algorithm."""
+    return resolve_compile(cfg, device, algorithm_class(cfg).compiles_whole_update)
+
+
 def _same_shape(a: nn.Module, b: nn.Module) -> bool:
     """Whether ``a``'s weights fit ``b`` as they are: the same class with the same parameter names and shapes
     (an R3N with another ``max_step``, or with another step count, is such a network)."""
@@ -164,7 +180,7 @@ class Trainer:
         self.net.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.precision = Precision(self.device, resolve_precision(self.device, cfg.train.precision))
         """The arithmetic of the network's passes (``self.precision.name``) and the guarded optimiser step."""
-        self.compile, self.compile_mode = resolve_compile(cfg, self.device)
+        self.compile, self.compile_mode = compile_plan(cfg, self.device)
         if world.active:
             # DistributedDataParallel averages the gradients in backward; compiling through it is left out (its
             # graph breaks at every bucket, and CUDA graphs cannot hold the collectives).
@@ -177,7 +193,7 @@ class Trainer:
             self.forward = compiled(self.net, self.compile, self.compile_mode)
         """The network as training calls it (compiled, or wrapped for DDP); validation and checkpoints use
         ``self.net``."""
-        algorithm = ALGORITHMS[model_entry(cfg.model.name).algorithm]
+        algorithm = algorithm_class(cfg)
         self.algo = algorithm(self.net, cfg, self.env, self.precision, self.forward, self.compile, self.compile_mode,
                               world)
         self.optimizer = self.algo.optimizer

@@ -9,7 +9,7 @@ from torch import nn
 from r3l.algos.optim import Precision, make_adam
 from r3l.config import Config
 from r3l.distributed import SINGLE, World
-from r3l.evaluation.metrics import batch_psnr
+from r3l.metrics import batch_psnr
 from r3l.tasks.base import BatchImageEnv
 
 

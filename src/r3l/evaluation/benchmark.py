@@ -1,6 +1,6 @@
 """``r3l benchmark``: the paper's noise-mismatch tables for any set of methods, in one command.
 
-Every method sees the same seeded noisy images (:func:`r3l.io.data.noisy_version`) and goes through the same
+Every method sees the same seeded noisy images (:func:`r3l.degradation.noisy_version`) and goes through the same
 evaluation code (:func:`r3l.evaluation.protocol.evaluate`). Per-image results are appended to ``cache.jsonl`` in the
 output folder as they are computed, so an interrupted benchmark continues where it stopped; BM3D outputs are
 cached on disk by the hash of their noisy input and σ, so reruns are instant.
@@ -26,9 +26,10 @@ from r3l.config import build_dataclass, check_rules, field_rules, non_negative
 from r3l.denoiser import Denoiser, open_denoiser
 from r3l.errors import R3LError, warn
 from r3l.evaluation.figures import grid, label
-from r3l.evaluation.metrics import to_uint8
+from r3l.metrics import to_uint8
 from r3l.evaluation.protocol import evaluate, write_csv
-from r3l.io.data import NamedImage, load_images, noisy_version
+from r3l.io.data import NamedImage, load_images
+from r3l.degradation import noisy_version
 from r3l.io.files import atomic_write_bytes, expand_path, to_json, write_json
 from r3l.io.images import write_image
 
@@ -364,7 +365,7 @@ def plot_psnr(summary: dict, path: Path) -> bool:
 
 def example_grid(cfg: BenchmarkConfig, image: NamedImage, methods: dict[str, Callable], path: Path) -> None:
     """Noisy, each method's output and the clean image for one test image at σ_train, as one PNG."""
-    from r3l.evaluation.metrics import psnr
+    from r3l.metrics import psnr
 
     clean = image.float
     noisy = noisy_version(clean, image.name, cfg.sigma_train, cfg.seed)

@@ -13,7 +13,7 @@ from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
 from r3l.io.files import atomic_write_bytes
 from r3l.io.images import to_channels, write_image
-from r3l.evaluation.metrics import to_uint8
+from r3l.metrics import to_uint8
 
 
 def residual_colours(residual: np.ndarray, limit: float) -> np.ndarray:

@@ -1,8 +1,8 @@
 """The literature's evaluation protocol.
 
-For each test image and σ: noise from a seed fixed per image (:func:`r3l.io.data.noise_for`), added without
-clipping (the other noise models of :mod:`r3l.tasks.noise` are seeded the same way, see
-:func:`r3l.io.data.noisy_version`); the output clipped to [0, 1] and rounded to 8 bits; PSNR and SSIM against
+For each test image and σ: noise from a seed fixed per image (:func:`r3l.degradation.noise_for`), added without
+clipping (the other noise models of :mod:`r3l.degradation` are seeded the same way, see
+:func:`r3l.degradation.noisy_version`); the output clipped to [0, 1] and rounded to 8 bits; PSNR and SSIM against
 the 8-bit clean image, no border crop; on colour images both over all three channels together (PSNR from the
 mean squared error over R, G and B, as CBSD68 and Kodak24 results are reported). Images of the same size are denoised together in one batch.
 """
@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from r3l.io.data import NamedImage, noisy_version
+from r3l.io.data import NamedImage
+from r3l.degradation import noisy_version
 from r3l.io.files import atomic_write_bytes
 from r3l.io.images import write_image
-from r3l.evaluation.metrics import psnr, ssim, to_uint8
+from r3l.metrics import psnr, ssim, to_uint8
 
 FIELDS = ("image", "noise", "sigma", "psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds", "noisy_sha256")
 METRICS = ("psnr", "ssim", "psnr_noisy", "ssim_noisy", "seconds")
@@ -57,7 +58,7 @@ def evaluate(
 ) -> list[dict]:
     """Per-image results (rows with :data:`FIELDS`) for every σ, in image order.
 
-    ``noise`` names the noise model (:mod:`r3l.tasks.noise`); ``sigmas`` are its levels (σ for the Gaussian
+    ``noise`` names the noise model (:mod:`r3l.degradation`); ``sigmas`` are its levels (σ for the Gaussian
     models, the peak for ``poisson``, the density for ``salt_pepper``). ``degrade(image, name, level, seed)``
     replaces the noise for other tasks (a task's :meth:`~r3l.tasks.base.BatchImageEnv.test_input`); ``noise``
     then only labels the rows.

@@ -4,7 +4,8 @@ A registry folder holds ``<name>.safetensors`` (an r3l checkpoint without optimi
 the model's card: what it is (architecture, channels, σ), how it was made (training config, episodes, GPU and
 minutes) and what it measured (BSD68 PSNR per σ from ``r3l benchmark``, and the PSNR on a fixed subset that a
 test reproduces on the CPU). r3l's own models live in the package (``r3l/models/weights/``); ``R3L_MODELS`` names more
-folders, separated by ``:``, searched first. ``r3l models`` lists them all; ``r3l models pack`` makes a card.
+folders, separated by ``:``, searched first. ``r3l models`` lists them all. This module only reads the registry;
+:mod:`r3l.evaluation.cards` measures a card's check and packs a checkpoint into a folder (``r3l models pack``).
 """
 
 from __future__ import annotations
@@ -130,70 +131,6 @@ def default_model(channels: int = 1) -> ModelCard:
     installed = {card.name for card in list_models()}
     order = DEFAULT_ORDER[3 if channels == 3 else 1]
     return find_model(next((name for name in order if name in installed), order[0]))
-
-
-def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: str = "cpu") -> float:
-    """Measure the card's subset PSNR again (``data_root``: the folder holding ``card.check.data``, default
-    ``R3L_DATA``)."""
-    from r3l.io.data import load_images
-    from r3l.denoiser import open_denoiser
-    from r3l.evaluation.protocol import evaluate, summarize
-
-    root = Path(data_root or os.environ.get("R3L_DATA", "."))
-    folder = root / card.check.data
-    denoiser = open_denoiser(checkpoint=card.path, device=device)
-    images = [im for im in load_images(folder, denoiser.channels, "data") if im.name in set(card.check.images)]
-    missing = set(card.check.images) - {im.name for im in images}
-    if missing:
-        raise R3LError(f"{folder}: missing {', '.join(sorted(missing))} for model {card.name}'s check")
-    rows = evaluate(denoiser, images, [card.check.sigma], card.check.seed, progress=False)
-    return next(iter(summarize(rows).values()))["psnr"]
-
-
-def _as_opponent_colour(ckpt, path):
-    """A gray R3N checkpoint as the colour model :class:`~r3l.models.networks.OpponentColour` of it."""
-    from dataclasses import replace
-
-    from r3l.io.checkpoint import Checkpoint
-
-    if ckpt.arch.name != "r3n" or ckpt.arch.channels != 1 or ckpt.arch.colour_space:
-        raise R3LError(f"{path}: an opponent-colour model is made from a gray R3N checkpoint; this one is "
-                       f"{ckpt.arch.describe()}")
-    arch = replace(ckpt.arch, channels=3, colour_space="opponent")
-    config = {**ckpt.config, "colour": "the gray network in an opponent colour space, each channel denoised as a "
-                                      "gray image (no colour training)"}
-    return Checkpoint(arch, {f"inner.{k}": v for k, v in ckpt.model.items()}, config, ckpt.episode, {})
-
-
-def pack_model(checkpoint: str | Path, name: str, description: str, data_root: str | Path, out_dir: str | Path,
-               images: list[str], sigma: float | None = None, seed: int = 0, training: dict | None = None,
-               bsd68_psnr: dict[str, float] | None = None, data: str = "BSD68",
-               results: dict[str, dict[str, float]] | None = None, opponent_colour: bool = False) -> ModelCard:
-    """Write ``out_dir/<name>.safetensors`` (weights only) and its card, measuring the subset check here.
-    ``opponent_colour``: pack a gray R3N as a colour model that denoises an opponent colour space's channels
-    (:class:`r3l.models.networks.OpponentColour`; the same weights under ``inner.``)."""
-    from r3l.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-    from r3l.io.files import write_json
-
-    if not name or any(c in name for c in "/\\:") or name.startswith("."):
-        raise R3LError(f"model name {name!r}: expected a plain name such as r3l-gray-s25")
-    ckpt = load_checkpoint(checkpoint)
-    if opponent_colour:
-        ckpt = _as_opponent_colour(ckpt, checkpoint)
-    config = ckpt.config
-    env_sigma = config.get("env", {}).get("sigma", 25.0)
-    out = Path(out_dir)
-    weights = out / f"{name}.safetensors"
-    save_checkpoint(weights, Checkpoint(ckpt.arch, ckpt.model, config, ckpt.episode, {}))
-    check_sigma = float(sigma if sigma is not None else (env_sigma if not isinstance(env_sigma, list)
-                                                        else sum(env_sigma) / 2))
-    card = ModelCard(name, description, ckpt.arch.to_dict(), env_sigma, SubsetCheck(data, list(images), check_sigma,
-                                                                           seed, 0.0),
-                     ckpt.episode, {"config": config, **(training or {})}, dict(bsd68_psnr or {}),
-                     dict(results or {}), weights)
-    card.check.psnr = round(subset_psnr(card, data_root), 4)
-    write_json(card.to_dict(), out / f"{name}.json")
-    return card
 
 
 #: The BSD68 noise levels of :func:`zoo_table`'s columns.

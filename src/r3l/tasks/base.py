@@ -62,7 +62,7 @@ class BatchImageEnv(ABC):
         validation use: the same for every method and run. By default :meth:`start` with a CPU generator seeded by
         ``seed`` and the name; ``level`` is the evaluation's level (the denoising tasks' noise level), which a
         task without one ignores."""
-        from r3l.io.data import image_generator, on_tensor
+        from r3l.degradation import image_generator, on_tensor
 
         return on_tensor(lambda x: self.start(x, image_generator(name, seed)), image)
 

@@ -7,17 +7,16 @@ import torch
 
 from r3l.config import EnvConfig
 from r3l.errors import R3LError
-from r3l.io.data import noisy_version
 from r3l.tasks.base import BatchImageEnv
 from r3l.tasks.filters import bilateral_filter, box_blur, gaussian_blur, median_blur
-from r3l.tasks.noise import noise_model
+from r3l.degradation import noise_model, noisy_version
 
 
 class DenoiseEnv(BatchImageEnv):
     """What every denoising task shares: the noisy start image and the reward.
 
     Images are float in [0, 1]. The start state is the clean image degraded by the configured noise model
-    (:mod:`r3l.tasks.noise`) at ``sigma``, its level, which is fixed or drawn per image uniformly from a
+    (:mod:`r3l.degradation`) at ``sigma``, its level, which is fixed or drawn per image uniformly from a
     ``(low, high)`` range (blind training). The reward per pixel and channel is the drop in squared error,
     ``255 · [(I_t − x)² − (I_{t+1} − x)²]``. States are never clipped during an episode; only the final output
     of inference is (see :mod:`r3l.denoiser`).
@@ -48,7 +47,7 @@ class DenoiseEnv(BatchImageEnv):
         return 255.0 * ((state - target).square() - (next_state - target).square())
 
     def test_input(self, image: np.ndarray, name: str, level: float, seed: int) -> np.ndarray:
-        """The evaluation protocol's noisy image at ``level`` (:func:`r3l.io.data.noisy_version`, unclipped)."""
+        """The evaluation protocol's noisy image at ``level`` (:func:`r3l.degradation.noisy_version`, unclipped)."""
         return noisy_version(image, name, level, seed, self.noise.name)
 
     def action_rewards(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
@@ -72,7 +71,7 @@ class ResidualDenoiseEnv(DenoiseEnv):
     Args:
         sigma: the noise level, fixed or ``(low, high)`` to draw one per image uniformly.
         clip_noisy: clip the noisy start image to [0, 1] (off, as in the paper's code and DnCNN's tests).
-        noise: the noise model (:data:`r3l.tasks.noise.NOISES`), Gaussian by default.
+        noise: the noise model (:data:`r3l.degradation.NOISES`), Gaussian by default.
     """
 
     def __init__(

@@ -56,7 +56,7 @@ class Job:
 
 def png_bytes(image: np.ndarray) -> bytes:
     """An 8-bit PNG of a float ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` image in [0, 1] (preview)."""
-    from r3l.evaluation.metrics import to_uint8
+    from r3l.metrics import to_uint8
 
     array = to_uint8(image)
     if array.ndim == 3 and array.shape[2] == 1:
@@ -126,8 +126,8 @@ class DemoApp:
 
     def _denoise(self, job: Job, denoiser, image, alpha, info, stem: str, sigma: float, seed: int) -> None:
         from r3l.evaluation.explain import step_maps, trajectory
-        from r3l.evaluation.metrics import psnr, ssim, to_uint8
-        from r3l.io.data import noisy_version
+        from r3l.metrics import psnr, ssim, to_uint8
+        from r3l.degradation import noisy_version
         from r3l.io.images import output_bits, write_image
         from r3l.tasks import DenoiseEnv
 

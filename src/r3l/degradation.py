@@ -1,4 +1,6 @@
-"""Noise models: how the denoising tasks corrupt a clean image, on the device, for a whole batch.
+"""Degradation: the noise models (how the denoising tasks corrupt a clean image, on the device, for a whole
+batch), the seeded test noise of the evaluation protocol (:func:`noisy_version`: the same noisy image for every
+method and run) and Immerkær's noise-level estimate.
 
 Each model has one *level* per image (``level`` ``(B, 1, 1, 1)``), the number a config's ``env.sigma`` and
 ``r3l eval --sigma`` give:
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -140,3 +143,45 @@ def estimate_gaussian_sigma(image: torch.Tensor) -> float:
         return 0.0
     response = F.conv2d(x, _IMMERKAER.to(x.device).view(1, 1, 3, 3))
     return float((torch.pi / 2) ** 0.5 * response.abs().mean() / 6.0 * 255.0)
+
+
+def noise_for(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """The fixed unit-variance noise for the test image ``name``: the same for every method, run and σ.
+
+    It depends on the image's name and the seed only, so a subset or another order sees the same noise.
+    """
+    import zlib
+
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def noisy_version(image: np.ndarray, name: str, sigma: float, seed: int, noise: str = "gaussian") -> np.ndarray:
+    """The test image ``name`` degraded at level ``sigma`` by the noise model ``noise``, the same for every method
+    and run; not clipped.
+
+    Gaussian noise is ``image + σ/255 · n`` with the seeded noise of :func:`noise_for` (the literature's
+    protocol). The other models (this module) draw from a CPU torch generator seeded, as that noise,
+    by the seed and the image's name.
+    """
+    if noise == "gaussian":
+        return image + noise_for(name, image.shape, seed) * np.float32(sigma / 255.0)
+    model = noise_model(noise, "noise")
+    model.check_level(sigma, "noise level")
+    level = torch.full((1, 1, 1, 1), float(sigma))
+    return on_tensor(lambda x: model.apply(x, level, image_generator(name, seed)), image)
+
+
+def image_generator(name: str, seed: int) -> torch.Generator:
+    """A CPU generator seeded by ``seed`` and the test image's name (so a subset or another order of the images
+    draws the same for each)."""
+    import zlib
+
+    state = np.random.SeedSequence([seed, zlib.crc32(name.encode()), 1]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> np.uint64(1)))
+
+
+def on_tensor(fn, image: np.ndarray) -> np.ndarray:
+    """``fn`` of ``(1, C, H, W)`` float32 tensors applied to an ``(H, W, C)`` array."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    return fn(x)[0].permute(1, 2, 0).contiguous().numpy()
