@@ -151,7 +151,7 @@ def test_the_command_line_starts_without_pytorch():
 #: r3l's layers, bottom first: a module imports only from its own layer or below (docs/architecture.md). The
 #: package root, which only re-exports, sits on top.
 LAYERS = (
-    ("r3l.errors", "r3l.version", "r3l.runtime", "r3l.distributed", "r3l.metrics", "r3l.degradation"),
+    ("r3l.errors", "r3l.version", "r3l.schema", "r3l.runtime", "r3l.distributed", "r3l.metrics", "r3l.degradation"),
     ("r3l.config",),
     ("r3l.io",),
     ("r3l.tasks", "r3l.models", "r3l.algos"),

@@ -128,7 +128,7 @@ def test_r3n_residual_head_and_layers():
 
 @needs_shared
 def test_ircnn_init_from_config_and_errors(tmp_path):
-    from r3l.trainer import build_model
+    from r3l.models.build import build_model
 
     base = {"model": {"init": "ircnn", "head_init": "residual", "ircnn_weights": str(CAFFE[25])}}
     net = build_model(from_dict(base))
@@ -197,7 +197,7 @@ def test_clipped_r3n_steps_and_straight_through_gradient():
 def test_r3l_starts_from_an_r3n(tmp_path):
     from r3l.io.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
-    from r3l.trainer import build_model
+    from r3l.models.build import build_model
 
     torch.manual_seed(0)
     r3n = R3N(1, 8, steps=6, max_step=13)
@@ -224,7 +224,7 @@ def test_r3n_continues_from_an_r3n_clipped_otherwise(tmp_path):
     the step count) differs; another shape is refused."""
     from r3l.io.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
-    from r3l.trainer import build_model
+    from r3l.models.build import build_model
 
     torch.manual_seed(0)
     r3n = R3N(1, 8, steps=6)
@@ -243,7 +243,7 @@ def test_colour_r3n_starts_from_a_gray_one(tmp_path):
     """Widened from a gray R3N, a colour R3N denoises a gray image (copied to three channels) as the gray one."""
     from r3l.io.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
-    from r3l.trainer import build_model
+    from r3l.models.build import build_model
 
     torch.manual_seed(0)
     gray = R3N(1, 8, steps=2)

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,21 +16,10 @@ from typing import Any, Literal
 import yaml
 
 from r3l.errors import R3LError
-
-
-def positive(default: Any) -> Any:
-    """A field that must be > 0."""
-    return field(default=default, metadata={"bound": "positive"})
-
-
-def non_negative(default: Any) -> Any:
-    """A field that must be >= 0."""
-    return field(default=default, metadata={"bound": "non_negative"})
-
-
-def unit_interval(default: Any) -> Any:
-    """A field that must lie in [0, 1]."""
-    return field(default=default, metadata={"bound": "unit_interval"})
+from r3l.schema import (
+    apply_override, build_dataclass, check_rules, deep_merge, field_rules, flatten, non_negative, parse_override,
+    positive, unit_interval,
+)
 
 
 Switch = Literal["auto", "on", "off"]
@@ -267,25 +253,6 @@ SEED_PRESET: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {"default": {}, "seed": SEED_PRESET}
 
-def field_rules(cls: type, prefix: str = "") -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-    """The rules a config dataclass declares on its fields, by dotted key: the choices of ``Literal`` fields
-    and the bounds of fields made with :func:`positive`, :func:`non_negative` or :func:`unit_interval`."""
-    choices: dict[str, tuple[str, ...]] = {}
-    bounds: dict[str, str] = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        key, hint = prefix + f.name, hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            sub_choices, sub_bounds = field_rules(hint, key + ".")
-            choices.update(sub_choices)
-            bounds.update(sub_bounds)
-        elif typing.get_origin(hint) is Literal:
-            choices[key] = typing.get_args(hint)
-        if "bound" in f.metadata:
-            bounds[key] = f.metadata["bound"]
-    return choices, bounds
-
-
 _CHOICES, BOUNDS = field_rules(Config)
 CHOICES: dict[str, tuple[str, ...]] = {"preset": tuple(PRESETS), **_CHOICES}
 """Every key with a fixed set of values (derived from the ``Literal`` fields)."""
@@ -295,113 +262,6 @@ UNIT_INTERVAL = {k for k, b in BOUNDS.items() if b == "unit_interval"}
 
 #: What ``true`` / ``false`` mean for an on/off/auto key whose "on" has another name.
 SWITCH_WORDS: dict[str, tuple[str, str]] = {"train.compile": ("all", "off")}
-
-
-def check_rules(flat: dict[str, Any], choices: dict[str, tuple], bounds: dict[str, str],
-                label: str = "config key") -> None:
-    """Check flattened values against choices and bounds; the error names the key (``label`` says which kind
-    of config: training configs and benchmark configs share this validator and its messages)."""
-    for key, allowed in choices.items():
-        if key in flat and flat[key] not in allowed:
-            raise R3LError(f"{label} {key}: {flat[key]!r} is not one of {', '.join(allowed)}")
-    for key, bound in bounds.items():
-        values = flat.get(key)
-        for value in values if isinstance(values, list) else [values]:
-            if value is None:
-                continue
-            if bound == "positive" and not value > 0:
-                raise R3LError(f"{label} {key}: must be positive, got {value!r}")
-            if bound == "non_negative" and value < 0:
-                raise R3LError(f"{label} {key}: must not be negative, got {value!r}")
-            if bound == "unit_interval" and not 0.0 <= value <= 1.0:
-                raise R3LError(f"{label} {key}: must lie in [0, 1], got {value!r}")
-
-
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _check_type(key: str, value: Any, hint: Any, label: str = "config key") -> Any:
-    """Coerce ``value`` to the annotated type or raise naming ``key``."""
-    origin = typing.get_origin(hint)
-    if origin is Literal:  # a string whose allowed values :func:`check_rules` checks
-        hint = str
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(hint):
-            try:
-                return _check_type(key, value, option, label)
-            except R3LError as exc:
-                errors.append(str(exc))
-        raise R3LError(f"{label} {key}: {value!r} is neither a number nor a [low, high] pair")
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise R3LError(f"{label} {key}: expected a list, got {value!r}")
-        return [_check_type(key, v, item, label) for v in value]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise R3LError(f"{label} {key}: expected true or false, got {value!r}")
-    if isinstance(value, str) and hint in (int, float):
-        # YAML 1.1 reads "1e-3" (no dot) as a string; a number is what the user meant.
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise R3LError(f"{label} {key}: expected a whole number, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = float(value)
-            if not math.isfinite(value):
-                raise R3LError(f"{label} {key}: expected a finite number, got {value!r}")
-            return value
-        raise R3LError(f"{label} {key}: expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, bool) and "off" in CHOICES.get(key, ()):
-            # YAML 1.1 reads on/off/yes/no/true/false as booleans; for an on/off/auto key they mean the words.
-            return SWITCH_WORDS.get(key, ("on", "off"))[0 if value else 1]
-        if value is None:
-            return ""
-        raise R3LError(f"{label} {key}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported config type {hint} for {key}")
-
-
-def build_dataclass(cls: type, values: dict, prefix: str = "", label: str = "config key",
-                    skip: tuple[str, ...] = ()) -> Any:
-    """``cls`` from a mapping: unknown keys refused, every value coerced to its field's type (nested
-    dataclasses recursively); ``skip`` names fields the caller builds itself (passed through as they are)."""
-    if not isinstance(values, dict):
-        raise R3LError(f"{label} {prefix.rstrip('.') or '<root>'}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise R3LError(f"unknown {label} {prefix}{unknown[0]} (known keys here: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, value in values.items():
-        key = prefix + name
-        hint = hints[name]
-        if name in skip:
-            kwargs[name] = value
-        elif dataclasses.is_dataclass(hint):
-            kwargs[name] = build_dataclass(hint, value, key + ".", label)
-        else:
-            kwargs[name] = _check_type(key, value, hint, label)
-    return cls(**kwargs)
 
 
 def _validate(cfg: Config) -> None:
@@ -443,48 +303,17 @@ def _validate(cfg: Config) -> None:
         raise R3LError(f"config key env.n_actions: need at least 3 actions, got {cfg.env.n_actions}")
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b=value`` to ``(["a", "b"], value)``; the value is parsed as YAML (numbers, lists, booleans)."""
-    if "=" not in text:
-        raise R3LError(f"--set {text!r}: expected key=value, e.g. ppo.lr=1e-4")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def _apply_override(tree: dict, path: list[str], value: Any) -> None:
-    node = tree
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise R3LError(f"--set {'.'.join(path)}: {part} is not a section")
-    node[path[-1]] = value
-
-
 def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> Config:
     """Resolve a raw mapping (from YAML) plus ``key=value`` overrides into a checked :class:`Config`."""
     values = copy.deepcopy(values or {})
     for text in overrides:
         path, value = parse_override(text)
-        _apply_override(values, path, value)
+        apply_override(values, path, value)
     preset = values.get("preset", "default")
     if not isinstance(preset, str) or preset not in PRESETS:
         raise R3LError(f"config key preset: {preset!r} is not one of {', '.join(PRESETS)}")
-    merged = _deep_merge(PRESETS[preset], values)
-    cfg = build_dataclass(Config, merged)
+    merged = deep_merge(PRESETS[preset], values)
+    cfg = build_dataclass(Config, merged, switch_words=SWITCH_WORDS)
     _validate(cfg)
     return cfg
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 import yaml
 from tqdm import tqdm
 
 from r3l.algos import ALGORITHMS
 from r3l.algos.optim import Precision, learning_rate, resolve_precision, set_lr
-from r3l.config import Config, flatten
+from r3l.config import Config
+from r3l.schema import flatten
 from r3l.denoiser import Denoiser
 from r3l.distributed import SINGLE, World, device_for
 from r3l.errors import R3LError, warn
@@ -22,10 +22,9 @@ from r3l.io.checkpoint import (
     Checkpoint, load_checkpoint, load_weights, optimizer_state, previous_path, restore_optimizer, save_checkpoint,
 )
 from r3l.io.data import NamedImage, check_crop, load_images, make_train_loader
-from r3l.io.files import atomic_write_bytes, expand_path
+from r3l.io.files import atomic_write_bytes
 from r3l.logger import MetricLogger
-from r3l.models.ircnn import init_from_ircnn, init_from_r3n, widen_to_colour
-from r3l.models.networks import init_from_dncnn
+from r3l.models.build import build_model
 from r3l.models.spec import build_network, model_entry, spec_from_config
 from r3l.runtime import cpu_prefers_channels_last, pick_device, resolve_compile
 from r3l.tasks import make_env
@@ -74,36 +73,6 @@ def episode_seed(seed: int, episode: int) -> int:
     return int(np.random.SeedSequence([seed, 0, episode]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """The configured network, initialised from scratch or from KAIR's DnCNN weights."""
-    net = build_network(spec_from_config(cfg))
-    m = cfg.model
-    if m.head_init == "residual" and m.init not in ("ircnn", "checkpoint"):
-        raise R3LError("model.head_init residual needs model.init ircnn (the residual comes from IRCNN's last layer)")
-    if m.head_init == "residual" and m.name == "r3l" and cfg.env.name != "residual_denoise":
-        raise R3LError(f"model.head_init residual: the {cfg.env.name} task's actions are not residuals; use "
-                       "head_init small or kaiming (IRCNN's layers still initialise the network)")
-    if m.init == "dncnn":
-        init_from_dncnn(net, expand_path(m.dncnn_weights, "model.dncnn_weights"))
-    elif m.init == "ircnn":
-        init_from_ircnn(net, expand_path(m.ircnn_weights, "model.ircnn_weights"), m.ircnn_sigma, m.head_init,
-                        m.head_temperature, cfg.env.action_step, m.head_gain)
-    elif m.init == "checkpoint":
-        if not m.init_checkpoint:
-            raise R3LError("model.init checkpoint needs model.init_checkpoint (an r3l checkpoint to start from)")
-        path = expand_path(m.init_checkpoint, "model.init_checkpoint")
-        ckpt = load_checkpoint(path)
-        source = build_network(ckpt.arch)
-        load_weights(source, ckpt, ckpt.arch, path)
-        if _same_shape(source, net):  # the same network (perhaps clipped otherwise): continue from its weights
-            net.load_state_dict(source.state_dict())
-        elif getattr(source, "channels", None) == 1 and getattr(net, "channels", None) == 3:
-            widen_to_colour(net, source)
-        else:
-            init_from_r3n(net, source, m.head_temperature, cfg.env.action_step)
-    return net
-
-
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write ``cfg`` as the YAML that ``r3l train --config`` reads, atomically."""
     atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
@@ -119,11 +88,32 @@ def compile_plan(cfg: Config, device: torch.device) -> tuple[str, str]:
     return resolve_compile(cfg, device, algorithm_class(cfg).compiles_whole_update)
 
 
-def _same_shape(a: nn.Module, b: nn.Module) -> bool:
-    """Whether ``a``'s weights fit ``b`` as they are: the same class with the same parameter names and shapes
-    (an R3N with another ``max_step``, or with another step count, is such a network)."""
-    sa, sb = a.state_dict(), b.state_dict()
-    return type(a) is type(b) and sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+class _Interval:
+    """One log interval's statistics, kept on the device: every episode's stats (their means, or totals for
+    :data:`COUNTERS`), the longest run of skipped updates so far, and the pixel-steps since it began."""
+
+    def __init__(self, device: torch.device):
+        self.pending: dict[str, list[torch.Tensor]] = {}
+        self.bad_run = torch.zeros((), device=device)
+        self.longest_bad = torch.zeros((), device=device)
+        self.tick, self.pixel_steps = time.perf_counter(), 0
+
+    def add(self, stats: dict[str, torch.Tensor], pixel_steps: int) -> None:
+        self.bad_run = torch.where(stats["health/bad_update"] > 0, self.bad_run + 1, torch.zeros_like(self.bad_run))
+        self.longest_bad = torch.maximum(self.longest_bad, self.bad_run)
+        for name, value in stats.items():
+            self.pending.setdefault(name, []).append(value)
+        self.pixel_steps += pixel_steps
+
+    def means(self) -> dict[str, float]:
+        last = {k: float(torch.stack(v).float().mean()) for k, v in self.pending.items()}
+        for name in COUNTERS:  # totals over the interval, not means
+            last[name] *= len(self.pending[name])
+        return last
+
+    def restart(self, now: float) -> None:
+        self.pending.clear()
+        self.tick, self.pixel_steps = now, 0
 
 
 class Trainer:
@@ -149,23 +139,8 @@ class Trainer:
         self.channels_last = layout == "on" or (layout == "auto" and (cuda or (cpu and cpu_prefers_channels_last())))
         torch.manual_seed(cfg.seed)  # the network's initial weights
 
-        self.train_images = load_images(cfg.data.train, cfg.model.channels, "data.train")
-        held_out: list[NamedImage] = []
-        if cfg.data.holdout:
-            if cfg.data.holdout >= len(self.train_images):
-                raise R3LError(f"data.holdout: {cfg.data.holdout} of {len(self.train_images)} training images "
-                               "would leave none to train on")
-            held_out = self.train_images[-cfg.data.holdout:]
-            self.train_images = self.train_images[:-cfg.data.holdout]
-        check_crop(self.train_images, cfg.data.crop)
-        self.val_images: list[NamedImage] = []
+        self.train_images, self.val_images = self._load_data(cfg)
         self.val_by_sigma: dict[str, float] = {}
-        if cfg.data.val == "holdout":
-            if not held_out:
-                raise R3LError("data.val: holdout needs data.holdout > 0 (how many training images to hold out)")
-            self.val_images = held_out[:cfg.data.val_max_images] if cfg.data.val_max_images else held_out
-        elif cfg.data.val:
-            self.val_images = load_images(cfg.data.val, cfg.model.channels, "data.val", cfg.data.val_max_images)
 
         self.env = make_env(cfg.env)
         self.arch = spec_from_config(cfg)
@@ -181,16 +156,7 @@ class Trainer:
         self.precision = Precision(self.device, resolve_precision(self.device, cfg.train.precision))
         """The arithmetic of the network's passes (``self.precision.name``) and the guarded optimiser step."""
         self.compile, self.compile_mode = compile_plan(cfg, self.device)
-        if world.active:
-            # DistributedDataParallel averages the gradients in backward; compiling through it is left out (its
-            # graph breaks at every bucket, and CUDA graphs cannot hold the collectives).
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.compile = "off"
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(self.net, device_ids=ids)
-        else:
-            self.forward = compiled(self.net, self.compile, self.compile_mode)
+        self.forward = self._training_forward()
         """The network as training calls it (compiled, or wrapped for DDP); validation and checkpoints use
         ``self.net``."""
         algorithm = algorithm_class(cfg)
@@ -209,6 +175,39 @@ class Trainer:
             except OSError as exc:
                 raise R3LError(f"{self.run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
             save_config(cfg, self.run_dir / "config.yaml")
+
+    def _training_forward(self):
+        """``self.net`` compiled as planned, or under torchrun wrapped in DistributedDataParallel, which averages
+        the gradients in backward (compiling through it is left out: its graph breaks at every bucket, and CUDA
+        graphs cannot hold the collectives)."""
+        if not self.world.active:
+            return compiled(self.net, self.compile, self.compile_mode)
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.compile = "off"
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.net, device_ids=ids)
+
+    @staticmethod
+    def _load_data(cfg: Config) -> tuple[list[NamedImage], list[NamedImage]]:
+        """The training images and the validation images (a folder, or ``data.holdout`` training images)."""
+        train = load_images(cfg.data.train, cfg.model.channels, "data.train")
+        held_out: list[NamedImage] = []
+        if cfg.data.holdout:
+            if cfg.data.holdout >= len(train):
+                raise R3LError(f"data.holdout: {cfg.data.holdout} of {len(train)} training images "
+                               "would leave none to train on")
+            held_out = train[-cfg.data.holdout:]
+            train = train[:-cfg.data.holdout]
+        check_crop(train, cfg.data.crop)
+        val: list[NamedImage] = []
+        if cfg.data.val == "holdout":
+            if not held_out:
+                raise R3LError("data.val: holdout needs data.holdout > 0 (how many training images to hold out)")
+            val = held_out[:cfg.data.val_max_images] if cfg.data.val_max_images else held_out
+        elif cfg.data.val:
+            val = load_images(cfg.data.val, cfg.model.channels, "data.val", cfg.data.val_max_images)
+        return train, val
 
     def describe(self) -> str:
         """What the training runs on, as resolved from ``auto``: e.g. ``cpu, bf16 autocast, channels-last, 2
@@ -311,59 +310,27 @@ class Trainer:
         main = self.world.main
         logger = MetricLogger(self.run_dir, tc.tensorboard) if main else None
         generator = torch.Generator(device=self.device)
-        pending: dict[str, list[torch.Tensor]] = {}
         last: dict[str, float] = {}
         self.net.train()
-        tick, pixel_steps = time.perf_counter(), 0
-        started = tick
+        interval = _Interval(self.device)
+        started = interval.tick
         bar = tqdm(total=tc.episodes, initial=self.start_episode, desc="train", unit="ep",
                    disable=not (tc.progress and main))
-        bad_run = torch.zeros((), device=self.device)
-        longest_bad = torch.zeros((), device=self.device)
         try:
             for episode, clean in enumerate(loader, start=self.start_episode):
                 clean = clean.to(self.device, non_blocking=True)
                 stats = self.run_episode(episode, clean, generator)
                 lr = stats.pop("charts/learning_rate")
-                bad_run = torch.where(stats["health/bad_update"] > 0, bad_run + 1, torch.zeros_like(bad_run))
-                longest_bad = torch.maximum(longest_bad, bad_run)
-                for name, value in stats.items():
-                    pending.setdefault(name, []).append(value)
-                pixel_steps += clean.numel() * self.env.steps
+                interval.add(stats, clean.numel() * self.env.steps)
                 done = episode + 1
                 bar.update(1)
                 if done % tc.log_every == 0 or done == end:
-                    last = {k: float(torch.stack(v).float().mean()) for k, v in pending.items()}
-                    for name in COUNTERS:  # totals over the interval, not means
-                        last[name] *= len(pending[name])
-                    last = self.world.mean(last, self.device)  # every rank's part of the batch
-                    if int(longest_bad) >= tc.max_bad_updates:
-                        raise R3LError(
-                            f"training stopped at episode {done}: {int(longest_bad)} updates in a row had "
-                            f"non-finite losses, rewards or gradients and were skipped; the last good "
-                            f"checkpoint is {self.last_path}"
-                        )
-                    pending.clear()
-                    now = time.perf_counter()
-                    last["charts/learning_rate"] = lr
-                    last["charts/pixel_steps_per_s"] = pixel_steps / (now - tick)
-                    last["time/elapsed_s"] = now - started
-                    tick, pixel_steps = now, 0
+                    last = self._close_interval(interval, done, lr, started)
                     if main:
                         logger.log(done, last)
                     bar.set_postfix(gain=f"{last['charts/psnr_gain']:.2f}dB")
                 if self.val_images and (done % tc.val_every == 0 or done == tc.episodes):
-                    val_start = time.perf_counter()
-                    psnr = self.validate()
-                    if main:
-                        per_sigma = ({f"val/psnr_sigma{k}": v for k, v in self.val_by_sigma.items()}
-                                     if len(self.val_by_sigma) > 1 else {})
-                        logger.log(done, {"val/psnr": psnr, **per_sigma, "time/val_s": time.perf_counter() - val_start})
-                    last["val/psnr"] = psnr
-                    if psnr > self.best_psnr:
-                        self.best_psnr = psnr
-                        if main:
-                            save_checkpoint(self.best_path, self._checkpoint(done, with_optimizer=False))
+                    last["val/psnr"] = self._validate_and_keep_best(done, logger)
                 out_of_time = time_limit is not None and done % tc.log_every == 0 and \
                     self.world.any(time.perf_counter() - started > time_limit, self.device)
                 if main and (done % tc.save_every == 0 or done == end or out_of_time):
@@ -380,3 +347,33 @@ class Trainer:
         self.world.barrier()  # no rank leaves (and, under torchrun, ends) before rank 0 has written
         self.episodes_done = end
         return last
+
+    def _close_interval(self, interval: "_Interval", done: int, lr: float, started: float) -> dict[str, float]:
+        """The log interval's metrics, averaged over the ranks; stops the run after too many bad updates."""
+        last = self.world.mean(interval.means(), self.device)  # every rank's part of the batch
+        if int(interval.longest_bad) >= self.cfg.train.max_bad_updates:
+            raise R3LError(
+                f"training stopped at episode {done}: {int(interval.longest_bad)} updates in a row had "
+                f"non-finite losses, rewards or gradients and were skipped; the last good "
+                f"checkpoint is {self.last_path}"
+            )
+        now = time.perf_counter()
+        last["charts/learning_rate"] = lr
+        last["charts/pixel_steps_per_s"] = interval.pixel_steps / (now - interval.tick)
+        last["time/elapsed_s"] = now - started
+        interval.restart(now)
+        return last
+
+    def _validate_and_keep_best(self, done: int, logger: MetricLogger | None) -> float:
+        """Validate, log it (per σ too), and write ``best.safetensors`` when it is the best so far."""
+        val_start = time.perf_counter()
+        psnr = self.validate()
+        if self.world.main:
+            per_sigma = ({f"val/psnr_sigma{k}": v for k, v in self.val_by_sigma.items()}
+                         if len(self.val_by_sigma) > 1 else {})
+            logger.log(done, {"val/psnr": psnr, **per_sigma, "time/val_s": time.perf_counter() - val_start})
+        if psnr > self.best_psnr:
+            self.best_psnr = psnr
+            if self.world.main:
+                save_checkpoint(self.best_path, self._checkpoint(done, with_optimizer=False))
+        return psnr

@@ -255,21 +255,23 @@ class PPO:
         buf.compute_returns_and_advantage(cfg.gamma, cfg.gae_lambda)
         return buf, batch_psnr(episode.state, clean) - start_psnr
 
+    def _normalized(self, advantages: torch.Tensor) -> torch.Tensor:
+        """Advantages scaled to zero mean and unit variance over the global batch (under torchrun, every rank's
+        advantages together)."""
+        if not self.world.active:
+            return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        moments = self.world.sum_(torch.stack([advantages.sum(), advantages.square().sum(),
+                                               torch.tensor(float(advantages.numel()), device=advantages.device)]))
+        mean = moments[0] / moments[2]
+        std = ((moments[1] - moments[2] * mean.square()) / (moments[2] - 1)).clamp_min(0).sqrt()
+        return (advantages - mean) / (std + 1e-8)
+
     def update(self, buf: RolloutBuffer, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """K epochs over minibatches of whole images; returns device-side diagnostics (no host sync)."""
         cfg = self.cfg
         assert buf.advantages is not None and buf.returns is not None
         batch = buf.shape[0]
-        advantages = buf.advantages
-        if cfg.normalize_advantages and self.world.active:
-            # The statistics of the global batch: every rank's advantages together.
-            moments = self.world.sum_(torch.stack([advantages.sum(), advantages.square().sum(),
-                                                   torch.tensor(float(advantages.numel()), device=advantages.device)]))
-            mean = moments[0] / moments[2]
-            std = ((moments[1] - moments[2] * mean.square()) / (moments[2] - 1)).clamp_min(0).sqrt()
-            advantages = (advantages - mean) / (std + 1e-8)
-        elif cfg.normalize_advantages:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages = self._normalized(buf.advantages) if cfg.normalize_advantages else buf.advantages
         action_targets = None
         if cfg.all_action_coef > 0 and buf.action_rewards is not None:
             action_targets = all_action_targets(buf.action_rewards, cfg)

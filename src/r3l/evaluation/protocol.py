@@ -42,6 +42,39 @@ def _groups(images: list[NamedImage], max_pixels: int) -> list[list[int]]:
     return out
 
 
+def quality(clean: np.ndarray, estimate: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
+    """The protocol's metrics of one image ``(H, W, C)`` in [0, 1]: the estimate's and the noisy input's PSNR
+    and SSIM against the clean image, each clipped and rounded to 8 bits first (no border crop)."""
+    clean8, est8, noisy8 = to_uint8(clean), to_uint8(estimate), to_uint8(noisy)
+    return {"psnr": psnr(est8, clean8), "ssim": ssim(est8, clean8),
+            "psnr_noisy": psnr(noisy8, clean8), "ssim_noisy": ssim(noisy8, clean8)}
+
+
+def _rows_of_group(denoise, group: list[NamedImage], sigma: float, seed: int, noise: str, degrade,
+                   save_dir: str | Path | None) -> list[dict]:
+    """Denoise one batch of same-shape images at ``sigma``; their rows (and, with ``save_dir``, their outputs)."""
+    new_rows = []
+    clean = [im.float for im in group]
+    degrade_one = degrade or (lambda image, name, level, s: noisy_version(image, name, level, s, noise))
+    noisy = np.stack([degrade_one(c, im.name, sigma, seed) for c, im in zip(clean, group)])
+    batch = torch.from_numpy(noisy).permute(0, 3, 1, 2)
+    start = time.perf_counter()
+    out = denoise(batch)
+    out = out.float().cpu()
+    seconds = (time.perf_counter() - start) / len(group)
+    for k, im in enumerate(group):
+        estimate = out[k].permute(1, 2, 0).numpy()
+        new_rows.append({
+            "image": im.name, "noise": noise, "sigma": sigma,
+            **quality(clean[k], estimate, noisy[k]),
+            "seconds": seconds, "noisy_sha256": hashlib.sha256(noisy[k].tobytes()).hexdigest()[:16],
+        })
+        if save_dir is not None:
+            write_image(Path(save_dir) / f"sigma{sigma:g}" / f"{im.name}.png",
+                        to_uint8(estimate) / 255.0)
+    return new_rows
+
+
 def evaluate(
     denoise: Callable[[torch.Tensor], torch.Tensor],
     images: list[NamedImage],
@@ -85,29 +118,7 @@ def evaluate(
             bar.update(len(all_members) - len(group))
             if not group:
                 continue
-            new_rows = []
-            clean = [images[i].float for i in group]
-            if degrade is None:
-                noisy = np.stack([noisy_version(c, images[i].name, sigma, seed, noise) for c, i in zip(clean, group)])
-            else:
-                noisy = np.stack([degrade(c, images[i].name, sigma, seed) for c, i in zip(clean, group)])
-            batch = torch.from_numpy(noisy).permute(0, 3, 1, 2)
-            start = time.perf_counter()
-            out = denoise(batch)
-            out = out.float().cpu()
-            seconds = (time.perf_counter() - start) / len(group)
-            for k, i in enumerate(group):
-                clean8 = to_uint8(clean[k])
-                est8 = to_uint8(out[k].permute(1, 2, 0).numpy())
-                noisy8 = to_uint8(noisy[k])
-                new_rows.append({
-                    "image": images[i].name, "noise": noise, "sigma": sigma,
-                    "psnr": psnr(est8, clean8), "ssim": ssim(est8, clean8),
-                    "psnr_noisy": psnr(noisy8, clean8), "ssim_noisy": ssim(noisy8, clean8),
-                    "seconds": seconds, "noisy_sha256": hashlib.sha256(noisy[k].tobytes()).hexdigest()[:16],
-                })
-                if save_dir is not None:
-                    write_image(Path(save_dir) / f"sigma{sigma:g}" / f"{images[i].name}.png", est8 / 255.0)
+            new_rows = _rows_of_group(denoise, [images[i] for i in group], sigma, seed, noise, degrade, save_dir)
             rows += new_rows
             if on_rows is not None:
                 on_rows(new_rows)

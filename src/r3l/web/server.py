@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from r3l.errors import R3LError
+from r3l.io.files import to_json
 
 PAGE = Path(__file__).with_name("index.html")
 SAMPLES = ("camera", "astronaut", "coins", "moon", "chelsea", "coffee")
@@ -126,7 +127,7 @@ class DemoApp:
 
     def _denoise(self, job: Job, denoiser, image, alpha, info, stem: str, sigma: float, seed: int) -> None:
         from r3l.evaluation.explain import step_maps, trajectory
-        from r3l.metrics import psnr, ssim, to_uint8
+        from r3l.evaluation.protocol import quality
         from r3l.degradation import noisy_version
         from r3l.io.images import output_bits, write_image
         from r3l.tasks import DenoiseEnv
@@ -142,10 +143,7 @@ class DemoApp:
         out = denoiser.denoise(noisy.astype(np.float32), progress)
         if sigma > 0:
             # Exactly r3l eval's protocol: seeded noise by image name, output clipped and rounded to 8 bits.
-            clean8, out8, noisy8 = to_uint8(image), to_uint8(out), to_uint8(noisy)
-            job.metrics = {"psnr": psnr(out8, clean8), "ssim": ssim(out8, clean8),
-                           "psnr_noisy": psnr(noisy8, clean8), "ssim_noisy": ssim(noisy8, clean8),
-                           "sigma": sigma, "seed": seed}
+            job.metrics = {**quality(image, out, noisy), "sigma": sigma, "seed": seed}
         job.files["noisy.png"] = (png_bytes(noisy), "image/png")
         job.files["denoised.png"] = (png_bytes(out), "image/png")
         if denoiser.env is not None and image.shape[0] * image.shape[1] <= STEP_MAP_PIXELS:
@@ -181,89 +179,92 @@ def sample_png(name: str) -> bytes:
     return buffer.getvalue()
 
 
-def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
-    from r3l.io.files import to_json
+class Handler(BaseHTTPRequestHandler):
+    """The page's HTTP API over one :class:`DemoApp` (``app``, set by :func:`make_handler`)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "r3l"
+    server_version = "r3l"
+    app: DemoApp
 
-        def log_message(self, format: str, *args) -> None:  # quiet: errors reach the page, not the console
+    def log_message(self, format: str, *args) -> None:  # quiet: errors reach the page, not the console
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, data, status: int = HTTPStatus.OK) -> None:
+        self._send(status, to_json(data).encode(), "application/json")
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except R3LError as exc:
+            self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+        except (BrokenPipeError, ConnectionResetError):
             pass
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            self._json({"error": f"internal error: {type(exc).__name__}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
 
-        def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for key, value in (extra or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
+    def do_GET(self) -> None:
+        self._guarded(self._get)
 
-        def _json(self, data, status: int = HTTPStatus.OK) -> None:
-            self._send(status, to_json(data).encode(), "application/json")
+    def do_POST(self) -> None:
+        self._guarded(self._post)
 
-        def _guarded(self, action: Callable[[], None]) -> None:
-            try:
-                action()
-            except R3LError as exc:
-                self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            except Exception as exc:
-                traceback.print_exc(file=sys.stderr)
-                self._json({"error": f"internal error: {type(exc).__name__}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+    def _get(self) -> None:
+        parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/") if p]
+        if not parts:
+            return self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
+        if parts == ["api", "models"]:
+            return self._json(self.app.model_list())
+        if parts == ["api", "samples"]:
+            return self._json(list(SAMPLES))
+        if len(parts) == 3 and parts[:2] == ["api", "sample"]:
+            return self._send(HTTPStatus.OK, sample_png(parts[2]), "image/png")
+        if len(parts) == 3 and parts[:2] == ["api", "job"]:
+            return self._json(self.app.job_status(parts[2]))
+        if len(parts) == 4 and parts[:2] == ["api", "job"]:
+            job = self.app.jobs.get(parts[2])
+            if job is None or parts[3] not in job.files:
+                raise R3LError(f"{'/'.join(parts[2:])}: no such result")
+            body, kind = job.files[parts[3]]
+            extra = {"Content-Disposition": f'attachment; filename="{job.download_name}"'} \
+                if parts[3] == "download" else None
+            return self._send(HTTPStatus.OK, body, kind, extra)
+        self._json({"error": f"/{'/'.join(parts)}: not found"}, HTTPStatus.NOT_FOUND)
 
-        def do_GET(self) -> None:
-            self._guarded(self._get)
+    def _post(self) -> None:
+        url = urlparse(self.path)
+        if url.path != "/api/denoise":
+            return self._json({"error": f"{url.path}: not found"}, HTTPStatus.NOT_FOUND)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        name = query.get("name") or "upload.png"
+        if length > self.app.max_upload:
+            self.rfile.read(min(length, 1 << 20))  # read a little so the client sees the answer
+            self.close_connection = True
+            raise R3LError(f"{name}: {length / 2**20:.1f} MB upload exceeds the limit of "
+                           f"{self.app.max_upload / 2**20:.0f} MB (r3l serve --max-upload-mb)")
+        data = self.rfile.read(length)
+        try:
+            sigma, seed = float(query.get("sigma") or 0), int(query.get("seed") or 0)
+        except ValueError:
+            raise R3LError("sigma and seed: expected numbers") from None
+        model = query.get("model") or next(iter(self.app.loaders))
+        job = self.app.submit(data, name, model, sigma, seed)
+        self._json({"job": job.id})
 
-        def do_POST(self) -> None:
-            self._guarded(self._post)
 
-        def _get(self) -> None:
-            parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/") if p]
-            if not parts:
-                return self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
-            if parts == ["api", "models"]:
-                return self._json(app.model_list())
-            if parts == ["api", "samples"]:
-                return self._json(list(SAMPLES))
-            if len(parts) == 3 and parts[:2] == ["api", "sample"]:
-                return self._send(HTTPStatus.OK, sample_png(parts[2]), "image/png")
-            if len(parts) == 3 and parts[:2] == ["api", "job"]:
-                return self._json(app.job_status(parts[2]))
-            if len(parts) == 4 and parts[:2] == ["api", "job"]:
-                job = app.jobs.get(parts[2])
-                if job is None or parts[3] not in job.files:
-                    raise R3LError(f"{'/'.join(parts[2:])}: no such result")
-                body, kind = job.files[parts[3]]
-                extra = {"Content-Disposition": f'attachment; filename="{job.download_name}"'} \
-                    if parts[3] == "download" else None
-                return self._send(HTTPStatus.OK, body, kind, extra)
-            self._json({"error": f"/{'/'.join(parts)}: not found"}, HTTPStatus.NOT_FOUND)
-
-        def _post(self) -> None:
-            url = urlparse(self.path)
-            if url.path != "/api/denoise":
-                return self._json({"error": f"{url.path}: not found"}, HTTPStatus.NOT_FOUND)
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            length = int(self.headers.get("Content-Length") or 0)
-            name = query.get("name") or "upload.png"
-            if length > app.max_upload:
-                self.rfile.read(min(length, 1 << 20))  # read a little so the client sees the answer
-                self.close_connection = True
-                raise R3LError(f"{name}: {length / 2**20:.1f} MB upload exceeds the limit of "
-                               f"{app.max_upload / 2**20:.0f} MB (r3l serve --max-upload-mb)")
-            data = self.rfile.read(length)
-            try:
-                sigma, seed = float(query.get("sigma") or 0), int(query.get("seed") or 0)
-            except ValueError:
-                raise R3LError("sigma and seed: expected numbers") from None
-            model = query.get("model") or next(iter(app.loaders))
-            job = app.submit(data, name, model, sigma, seed)
-            self._json({"job": job.id})
-
-    return Handler
+def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
+    """The request handler class of a server for ``app``."""
+    return type("AppHandler", (Handler,), {"app": app})
 
 
 def serve(models: dict[str, Callable], host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
