@@ -67,7 +67,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-class DemoApp:
+class WebApp:
     """The models on offer, the jobs, and the one worker thread that runs them."""
 
     def __init__(self, models: dict[str, Callable], device: str, max_upload: int):
@@ -180,10 +180,10 @@ def sample_png(name: str) -> bytes:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """The page's HTTP API over one :class:`DemoApp` (``app``, set by :func:`make_handler`)."""
+    """The page's HTTP API over one :class:`WebApp` (``app``, set by :func:`make_handler`)."""
 
     server_version = "r3l"
-    app: DemoApp
+    app: WebApp
 
     def log_message(self, format: str, *args) -> None:  # quiet: errors reach the page, not the console
         pass
@@ -262,7 +262,7 @@ class Handler(BaseHTTPRequestHandler):
         self._json({"job": job.id})
 
 
-def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
+def make_handler(app: WebApp) -> type[BaseHTTPRequestHandler]:
     """The request handler class of a server for ``app``."""
     return type("AppHandler", (Handler,), {"app": app})
 
@@ -270,7 +270,7 @@ def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
 def serve(models: dict[str, Callable], host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           max_upload_mb: float = 100.0, ready: Callable[[str], None] | None = None) -> None:
     """Serve the page until interrupted; ``ready(url)`` is called once the socket listens."""
-    app = DemoApp(models, device, int(max_upload_mb * 2**20))
+    app = WebApp(models, device, int(max_upload_mb * 2**20))
     try:
         httpd = ThreadingHTTPServer((host, port), make_handler(app))
     except OSError as exc:
