@@ -73,6 +73,13 @@ def episode_seed(seed: int, episode: int) -> int:
     return int(np.random.SeedSequence([seed, 0, episode]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
+def resume_candidates(run_dir: str | Path) -> list[Path]:
+    """The checkpoints a run directory can be resumed from, newest first: ``last.safetensors``, then the one it
+    replaced (:func:`r3l.io.checkpoint.previous_path`). ``r3l train`` refuses a new run over any of them."""
+    last = Path(run_dir) / "last.safetensors"
+    return [path for path in (last, previous_path(last)) if path.exists()]
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write ``cfg`` as the YAML that ``r3l train --config`` reads, atomically."""
     atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
@@ -221,7 +228,7 @@ class Trainer:
 
     def _resume_checkpoint(self) -> tuple[Path, Checkpoint]:
         """The newest checkpoint that loads and verifies: ``last``, else the one it replaced."""
-        candidates = [p for p in (self.last_path, previous_path(self.last_path)) if p.is_file()]
+        candidates = resume_candidates(self.run_dir)
         if not candidates:
             raise R3LError(f"{self.last_path}: nothing to resume (no checkpoint in this run directory)")
         errors = []

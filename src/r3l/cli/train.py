@@ -27,14 +27,12 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from r3l import distributed
     from r3l.config import load_config
-    from r3l.io.checkpoint import previous_path
     from r3l.runtime import configure_torch
-    from r3l.trainer import Trainer
+    from r3l.trainer import Trainer, resume_candidates
 
     cfg = load_config(args.config, args.set or [])
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
-    last_path = run_dir / "last.safetensors"
-    has_checkpoint = last_path.exists() or previous_path(last_path).exists()
+    has_checkpoint = bool(resume_candidates(run_dir))
     # Under torchrun --max-restarts, a restarted worker continues the run from its last checkpoint.
     resume = args.resume or (distributed.restarted() and has_checkpoint)
     if not resume and has_checkpoint:
