@@ -147,8 +147,10 @@ class Denoiser:
         """A sentence if Gaussian noise of level ``sigma`` lies outside the levels this network was trained for
         (by more than ``max(5, 20%)`` of the nearer bound: below about 5 levels a photo's own texture and a clean
         image look alike), else ``None``. ``estimated``: ``sigma`` comes from :func:`r3l.degradation.
-        estimate_gaussian_sigma`` and is worded so."""
-        if self.training_sigma is None:
+        estimate_gaussian_sigma`` and is worded so. ``None`` too for a model of another task than denoising."""
+        from r3l.tasks import DenoiseEnv
+
+        if self.training_sigma is None or not (self.env is None or isinstance(self.env, DenoiseEnv)):
             return None
         low, high = self.training_sigma
         trained = f"{low:g}" if low == high else f"{low:g}-{high:g}"
@@ -164,12 +166,10 @@ class Denoiser:
 
     def image_noise_warning(self, image: np.ndarray) -> str | None:
         """:meth:`sigma_warning` for an image of unknown noise (``(H, W, C)`` floats in [0, 1]): its Gaussian
-        noise level estimated (:func:`r3l.degradation.estimate_gaussian_sigma`); ``None`` for a model of another
-        task or of unknown training levels."""
-        from r3l.tasks import DenoiseEnv
+        noise level estimated (:func:`r3l.degradation.estimate_gaussian_sigma`)."""
         from r3l.degradation import estimate_gaussian_sigma
 
-        if self.training_sigma is None or not (self.env is None or isinstance(self.env, DenoiseEnv)):
+        if self.training_sigma is None:  # nothing to compare with: skip the estimate
             return None
         pixels = torch.from_numpy(np.ascontiguousarray(image)).movedim(-1, 0)
         return self.sigma_warning(estimate_gaussian_sigma(pixels), estimated=True)

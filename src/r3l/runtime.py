@@ -61,8 +61,8 @@ def configure_torch(cfg) -> torch.device:
 
     ``train.threads`` (intra-op threads), ``train.deterministic`` (deterministic algorithms), cuDNN autotuning
     (``train.cudnn_benchmark``), TF32 matmuls and convolutions on CUDA (``train.tf32``), and, on CUDA with
-    ``train.compile: auto`` (which may compile), dynamo falling back to eager where compilation fails (no C compiler for Triton, an
-    unsupported GPU) rather than stopping the training.
+    ``train.compile: auto`` (which may compile), dynamo falling back to eager where compilation fails (no C
+    compiler for Triton, an unsupported GPU) rather than stopping the training.
     """
     tc = cfg.train
     if tc.threads:

@@ -130,15 +130,12 @@ class WebApp:
         from r3l.evaluation.protocol import quality
         from r3l.degradation import noisy_version
         from r3l.io.images import output_bits, write_image
-        from r3l.tasks import DenoiseEnv
 
         def progress(done: int, total: int) -> None:
             job.done, job.total = done, total
 
         noisy = noisy_version(image, stem, sigma, seed) if sigma > 0 else image
-        is_denoising = denoiser.env is None or isinstance(denoiser.env, DenoiseEnv)
-        note = (denoiser.sigma_warning(sigma) if is_denoising else None) if sigma > 0 else \
-            denoiser.image_noise_warning(image)
+        note = denoiser.sigma_warning(sigma) if sigma > 0 else denoiser.image_noise_warning(image)
         job.warning = note or ""
         out = denoiser.denoise(noisy.astype(np.float32), progress)
         if sigma > 0:
