@@ -4,14 +4,30 @@ The whole task is this class. r3l's trainer, PPO, checkpoints, ``r3l eval`` and 
 the four methods below; see docs/custom-tasks.md for the walk-through.
 """
 
+from dataclasses import dataclass
+
 import torch
 
-from r3l.tasks import BatchImageEnv
+from r3l.tasks import BatchImageEnv, TaskOptions
+
+
+@dataclass
+class ExposureOptions(TaskOptions):
+    """The task's ``env.*`` keys (checkpoints store them, so inference rebuilds the same task)."""
+
+    n_actions: int = 7
+    steps: int = 4
+    low: float = 0.4
+    """The lowest exposure gain of a start image."""
+    high: float = 1.6
+    """The highest."""
 
 
 class ExposureEnv(BatchImageEnv):
-    """Start: the clean image times an unknown exposure gain in [0.4, 1.6] (clipped, as a sensor would).
+    """Start: the clean image times an unknown exposure gain in [low, high] (clipped, as a sensor would).
     Action k multiplies the pixel by ``1.1 ** (k - n_actions // 2)``. Reward: the drop in squared error."""
+
+    Options = ExposureOptions
 
     def __init__(self, n_actions: int = 7, steps: int = 4, low: float = 0.4, high: float = 1.6):
         self.n_actions, self.steps, self.low, self.high = n_actions, steps, low, high

@@ -9,7 +9,7 @@ import yaml
 import r3l.evaluation.benchmark as bench
 from conftest import DATASETS, DNCNN_WEIGHTS, needs_shared
 from r3l.evaluation.benchmark import load_benchmark_config, run_benchmark
-from r3l.io.checkpoint import Checkpoint, save_checkpoint
+from r3l.models.checkpoint import Checkpoint, save_checkpoint
 from r3l.errors import R3LError
 from r3l.io.images import read_image, write_image
 from r3l.models.networks import R3N, ActorCritic

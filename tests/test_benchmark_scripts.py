@@ -124,7 +124,7 @@ def test_export_speed_benchmark_compares_onnxruntime_with_pytorch(tiny_folder, t
     result = run("export_speed.py", "--data", str(tiny_folder / "test"), "--images", "1", "--threads", "1",
                  "--out", str(tmp_path / "export.json"))
     assert json.loads((tmp_path / "export.json").read_text()) == result
-    assert result["images"] == 1 and result["opset"] == 18 and result["model"]["features"] == 64
+    assert result["images"] == 1 and result["opset"] == 18 and result["model"]["options"]["features"] == 64
     speed = result["seconds_per_image"]
     assert speed["pytorch"] > 0 and speed["onnxruntime"] > 0
     assert result["onnxruntime_speedup"] == pytest.approx(speed["pytorch"] / speed["onnxruntime"])

@@ -1,9 +1,10 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from r3l.io.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
+from r3l.models.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
 from r3l.models.networks import ActorCritic
@@ -64,4 +65,54 @@ def test_metadata_is_plain_json(tmp_path):
     raw = path.read_bytes()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     meta = json.loads(header["__metadata__"]["r3l"])
-    assert meta["arch"] == {**ARCH, "head_init": "kaiming", "task": "residual_denoise", "policy_form": "logits"} and meta["episode"] == 5
+    assert meta["arch"] == {"model": "r3l", "options": {"channels": 1, "features": 8, "head_init": "kaiming",
+                                                        "policy_form": "logits"},
+                            "task": "residual_denoise", "task_options": {"n_actions": 27, "action_step": 1.0,
+                                                                         "steps": 6}}
+    assert meta["episode"] == 5 and meta["format_version"] == 3
+
+
+@pytest.mark.parametrize("name", ["r3l_v2", "r3n_opponent_v2"])
+def test_checkpoints_of_format_version_2_still_load_and_denoise_as_they_did(name, tmp_path):
+    """``tests/data/<name>.safetensors`` was written by r3l's format version 2 (a flat architecture header), with
+    the output its model gave then for a fixed input (``.npz``). Read today, it names the same model, gives the
+    same output, and written again it is a version-3 file that reads back equal."""
+    import numpy as np
+
+    from r3l.models.spec import ArchSpec
+
+    path = Path(__file__).parent / "data" / f"{name}.safetensors"
+    raw = path.read_bytes()
+    meta = json.loads(json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]["r3l"])
+    assert meta["format_version"] == 2 and "name" in meta["arch"]  # really the old header
+    ckpt = load_checkpoint(path)
+    if name == "r3l_v2":
+        assert ckpt.arch == ArchSpec.of("r3l", channels=1, features=4, head_init="small", n_actions=5,
+                                        action_step=2.0, steps=3)
+    else:
+        assert ckpt.arch == ArchSpec.of("r3n", channels=3, features=4, max_step=13.0, colour_space="opponent",
+                                        steps=2)
+    assert ckpt.episode == 7 and ckpt.info == {"best_psnr": 20.5}
+    reference = np.load(path.with_suffix(".npz"))
+    out = Denoiser.from_checkpoint(path, "cpu", engine="torch").denoise(reference["input"])
+    np.testing.assert_array_equal(out, reference["output"])
+    save_checkpoint(tmp_path / "again.safetensors", ckpt)
+    again = load_checkpoint(tmp_path / "again.safetensors")
+    assert again.arch == ckpt.arch and again.arch.to_dict()["model"] == ckpt.arch.name
+    assert all(torch.equal(again.model[k], v) for k, v in ckpt.model.items())
+
+
+def test_an_architecture_header_names_the_field_it_cannot_use(tmp_path):
+    from r3l.models.spec import ArchSpec
+
+    good = ArchSpec.of("dncnn", features=8, depth=5).to_dict()
+    for change, message in [
+        ({"model": "unet"}, "arch.model = 'unet' is invalid, expected one of r3l, r3n, dncnn, ircnn"),
+        ({"options": {"features": 8, "depth": 1}}, "arch.options.depth: a whole number in [2, 1000], got 1"),
+        ({"options": {"features": 8, "policy_form": "logits"}}, "unknown h arch.options.policy_form"),
+        ({"options": {"channels": 2}}, "arch.options.channels: must be 1 (gray) or 3 (colour), got 2"),
+        ({"task_options": [1]}, "arch.task_options = [1] is invalid, expected a JSON object"),
+    ]:
+        with pytest.raises(R3LError) as info:
+            ArchSpec.coerce({**good, **change}, "h arch")
+        assert message in str(info.value)

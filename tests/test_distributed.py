@@ -20,7 +20,7 @@ import yaml
 from conftest import ROOT, smooth_image, tiny_config
 from r3l.config import from_dict
 from r3l.distributed import World
-from r3l.io.checkpoint import load_checkpoint
+from r3l.models.checkpoint import load_checkpoint
 from r3l.io.images import write_image
 from r3l.runtime import configure_torch
 from r3l.trainer import Trainer

@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from conftest import DNCNN_WEIGHTS, needs_shared, one_error, train_tiny
-from r3l.io.checkpoint import load_checkpoint
+from r3l.models.checkpoint import load_checkpoint
 from r3l.cli import main
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError, R3LWarning
@@ -262,7 +262,7 @@ def test_contradictory_model_arguments(run, tmp_path, capsys):
 @pytest.mark.parametrize("edit", [("episode", -6), ("episode", 9), ("arch.steps", -6), ("arch.n_actions", 4),
                                   ("arch.channels", 2), ("arch.name", "unet")])
 def test_edited_checkpoint_headers_are_refused(run, tmp_path, edit):
-    from r3l.io.checkpoint import FORMAT_VERSION, _header_digest, _digest
+    from r3l.models.checkpoint import FORMAT_VERSION, _header_digest, _digest
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
 

@@ -68,11 +68,11 @@ def _random(spec: ArchSpec, **options) -> tuple[Denoiser, Denoiser]:
 
 
 SPECS = {
-    "r3n_clipped": ArchSpec("r3n", features=8, steps=3, max_step=13.0),
-    "r3l_gaussian": ArchSpec("r3l", features=8, n_actions=9, action_step=2.0, steps=2, policy_form="gaussian",
+    "r3n_clipped": ArchSpec.of("r3n", features=8, steps=3, max_step=13.0),
+    "r3l_gaussian": ArchSpec.of("r3l", features=8, n_actions=9, action_step=2.0, steps=2, policy_form="gaussian",
                              head_init="residual"),
-    "dncnn_colour": ArchSpec("dncnn", channels=3, features=8, depth=4),
-    "ircnn": ArchSpec("ircnn", features=8),
+    "dncnn_colour": ArchSpec.of("dncnn", channels=3, features=8, depth=4),
+    "ircnn": ArchSpec.of("ircnn", features=8),
 }
 
 
@@ -158,7 +158,7 @@ def test_where_onnxruntime_does_not_apply(monkeypatch):
         assert Denoiser(net, spec, "cpu", **options).engine == "torch"
         with pytest.raises(R3LError, match=f"^engine onnxruntime: {reason}"):
             Denoiser(net, spec, "cpu", engine="onnxruntime", **options)
-    pixelrl = ArchSpec("r3l", features=8, n_actions=9, action_step=1.0, steps=2, task="pixelrl_denoise")
+    pixelrl = ArchSpec.of("r3l", features=8, n_actions=9, action_step=1.0, steps=2, task="pixelrl_denoise")
     assert Denoiser(build_network(pixelrl), pixelrl, "cpu").engine == "torch"
     with pytest.raises(R3LError, match="pixelrl_denoise"):
         Denoiser(build_network(pixelrl), pixelrl, "cpu", engine="onnxruntime")

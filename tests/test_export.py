@@ -72,7 +72,7 @@ def test_r3l_expected_decoding_and_self_ensemble_export(tmp_path):
 @pytest.mark.parametrize("name", ["r3n", "dncnn"])
 def test_other_architectures_export(name, tmp_path):
     torch.manual_seed(0)
-    spec = ArchSpec(name, channels=1, features=8, steps=3, depth=5)
+    spec = ArchSpec.of(name, channels=1, features=8, steps=3, depth=5)
     _check(Denoiser(build_network(spec), spec, "cpu", engine="torch", channels_last=False), tmp_path)
 
 

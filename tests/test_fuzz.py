@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from r3l.config import Config, from_dict
+from r3l.config import Config, config_class, from_dict
 from r3l.errors import R3LError
 from r3l.io.images import read_image
 
@@ -79,7 +79,7 @@ def test_fuzz_image_loader_random_bytes(tmp_path_factory, data):
     _check_image(tmp_path_factory, data)
 
 
-KEYS = {name: list(Config.__dataclass_fields__[name].default_factory().__dataclass_fields__)
+KEYS = {name: list(config_class().__dataclass_fields__[name].default_factory().__dataclass_fields__)
         for name in ("env", "model", "ppo", "data", "train")}
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=12), st.lists(st.floats(-100, 100), max_size=3))
@@ -183,7 +183,7 @@ def _checkpoint_bytes(tmp_path_factory) -> bytes:
     if not _CHECKPOINT:
         import torch
 
-        from r3l.io.checkpoint import Checkpoint, save_checkpoint
+        from r3l.models.checkpoint import Checkpoint, save_checkpoint
         from r3l.models.spec import build_network
 
         arch = {"name": "r3l", "channels": 1, "features": 4, "n_actions": 5, "action_step": 1.0, "steps": 2,
@@ -210,7 +210,7 @@ def test_fuzz_checkpoint_header(tmp_path_factory, data):
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
 
-    from r3l.io.checkpoint import _digest, _header_digest, load_checkpoint, load_weights
+    from r3l.models.checkpoint import _digest, _header_digest, load_checkpoint, load_weights
     from r3l.models.spec import build_network
 
     raw = _checkpoint_bytes(tmp_path_factory)

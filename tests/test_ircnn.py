@@ -195,13 +195,13 @@ def test_clipped_r3n_steps_and_straight_through_gradient():
 
 
 def test_r3l_starts_from_an_r3n(tmp_path):
-    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
     from r3l.models.build import build_model
 
     torch.manual_seed(0)
     r3n = R3N(1, 8, steps=6, max_step=13)
-    arch = ArchSpec("r3n", channels=1, features=8, steps=6, max_step=13.0)
+    arch = ArchSpec.of("r3n", channels=1, features=8, steps=6, max_step=13.0)
     save_checkpoint(tmp_path / "r3n.safetensors", Checkpoint(arch, r3n.state_dict(), {}, 10, {}))
     cfg = from_dict({"model": {"init": "checkpoint", "init_checkpoint": str(tmp_path / "r3n.safetensors"),
                                "features": 8, "policy_form": "gaussian", "head_init": "residual",
@@ -222,14 +222,14 @@ def test_r3l_starts_from_an_r3n(tmp_path):
 def test_r3n_continues_from_an_r3n_clipped_otherwise(tmp_path):
     """``init: checkpoint`` with the same network continues from its weights, also when only the step clip (or
     the step count) differs; another shape is refused."""
-    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
     from r3l.models.build import build_model
 
     torch.manual_seed(0)
     r3n = R3N(1, 8, steps=6)
     save_checkpoint(tmp_path / "r3n.safetensors",
-                    Checkpoint(ArchSpec("r3n", channels=1, features=8, steps=6), r3n.state_dict(), {}, 10, {}))
+                    Checkpoint(ArchSpec.of("r3n", channels=1, features=8, steps=6), r3n.state_dict(), {}, 10, {}))
     model = {"name": "r3n", "init": "checkpoint", "init_checkpoint": str(tmp_path / "r3n.safetensors"),
              "head_init": "residual"}
     net = build_model(from_dict({"model": {**model, "features": 8, "max_step": 13}}))
@@ -241,14 +241,14 @@ def test_r3n_continues_from_an_r3n_clipped_otherwise(tmp_path):
 
 def test_colour_r3n_starts_from_a_gray_one(tmp_path):
     """Widened from a gray R3N, a colour R3N denoises a gray image (copied to three channels) as the gray one."""
-    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
     from r3l.models.build import build_model
 
     torch.manual_seed(0)
     gray = R3N(1, 8, steps=2)
     save_checkpoint(tmp_path / "g.safetensors",
-                    Checkpoint(ArchSpec("r3n", channels=1, features=8, steps=2), gray.state_dict(), {}, 1, {}))
+                    Checkpoint(ArchSpec.of("r3n", channels=1, features=8, steps=2), gray.state_dict(), {}, 1, {}))
     model = {"name": "r3n", "channels": 3, "features": 8, "init": "checkpoint",
              "init_checkpoint": str(tmp_path / "g.safetensors")}
     colour = build_model(from_dict({"model": model, "env": {"steps": 2}}))

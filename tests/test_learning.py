@@ -61,7 +61,7 @@ def test_action_rewards_are_the_rewards_each_action_earns():
 
 
 def test_soft_all_action_target_points_at_the_best_action():
-    from r3l.config import PPOConfig
+    from r3l.algos import PPOConfig
 
     rewards = torch.tensor([0.0, 1.0, 0.2]).view(1, 1, 3, 1, 1)
     target = all_action_targets(rewards, PPOConfig(all_action="soft", all_action_temperature=0.1))

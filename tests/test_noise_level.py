@@ -7,7 +7,7 @@ import torch
 from conftest import smooth_image
 from r3l.cli import main
 from r3l.denoiser import Denoiser
-from r3l.io.checkpoint import Checkpoint, save_checkpoint
+from r3l.models.checkpoint import Checkpoint, save_checkpoint
 from r3l.io.images import write_image
 from r3l.models.networks import R3N
 from r3l.models.spec import ArchSpec
@@ -24,7 +24,7 @@ def test_estimator_finds_the_level_of_white_noise(sigma):
 
 
 def checkpoint(path, sigma):
-    arch = ArchSpec("r3n", channels=1, features=4, steps=1)
+    arch = ArchSpec.of("r3n", channels=1, features=4, steps=1)
     torch.manual_seed(0)
     save_checkpoint(path, Checkpoint(arch, R3N(1, 4, 1).state_dict(), {"env": {"sigma": sigma}}, 1, {}))
     return path
@@ -40,7 +40,7 @@ def test_warning_outside_the_training_levels(tmp_path):
     assert all(blind.sigma_warning(s) is None for s in (0, 5, 30, 60))
     assert "about 70" in blind.sigma_warning(70.2, estimated=True)
     # Third-party weights say nothing of their training level: no warning.
-    unknown = Denoiser(R3N(1, 4, 1), ArchSpec("r3n", channels=1, features=4, steps=1), "cpu", engine="torch")
+    unknown = Denoiser(R3N(1, 4, 1), ArchSpec.of("r3n", channels=1, features=4, steps=1), "cpu", engine="torch")
     assert unknown.sigma_warning(80) is None
 
 

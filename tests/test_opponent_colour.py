@@ -10,7 +10,7 @@ from conftest import DATASETS, needs_shared
 from r3l.cli import main
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from r3l.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from r3l.models.networks import OPPONENT, R3N, OpponentColour
 from r3l.models.spec import ArchSpec, build_network
 
@@ -46,22 +46,22 @@ def test_each_opponent_channel_is_denoised_as_a_gray_image():
 
 
 def test_the_spec_field_round_trips_and_gray_headers_are_unchanged(tmp_path):
-    spec = ArchSpec("r3n", channels=3, features=4, steps=2, colour_space="opponent")
+    spec = ArchSpec.of("r3n", channels=3, features=4, steps=2, colour_space="opponent")
     net = build_network(spec)
     assert isinstance(net, OpponentColour)
     save_checkpoint(tmp_path / "c.safetensors", Checkpoint(spec, net.state_dict(), {}, 0, {}))
     assert load_checkpoint(tmp_path / "c.safetensors").arch == spec
-    assert "colour_space" not in ArchSpec("r3n", channels=1, features=4, steps=2).to_dict()
+    assert "colour_space" not in ArchSpec.of("r3n", channels=1, features=4, steps=2).to_dict()
     with pytest.raises(R3LError, match="colour_space"):
         ArchSpec.coerce({"name": "r3n", "channels": 3, "features": 4, "steps": 2, "colour_space": "lab"})
     with pytest.raises(R3LError, match="channels 3"):
-        build_network(ArchSpec("r3n", channels=1, features=4, steps=2, colour_space="opponent"))
+        build_network(ArchSpec.of("r3n", channels=1, features=4, steps=2, colour_space="opponent"))
 
 
 @needs_shared
 def test_pack_a_gray_r3n_as_a_colour_model(tmp_path, capsys):
     gray = gray_r3n(features=8)
-    arch = ArchSpec("r3n", channels=1, features=8, steps=2)
+    arch = ArchSpec.of("r3n", channels=1, features=8, steps=2)
     save_checkpoint(tmp_path / "g.safetensors", Checkpoint(arch, gray.state_dict(), {"env": {"sigma": [0.0, 55.0]}},
                                                            7, {}))
     args = ["models", "pack", "--checkpoint", str(tmp_path / "g.safetensors"), "--name", "tiny-colour", "--out",
@@ -69,7 +69,7 @@ def test_pack_a_gray_r3n_as_a_colour_model(tmp_path, capsys):
             "--check-sigma", "25", "--opponent-colour"]
     assert main(args) == 0
     card = json.loads((tmp_path / "models" / "tiny-colour.json").read_text())
-    assert card["arch"]["channels"] == 3 and card["arch"]["colour_space"] == "opponent"
+    assert card["arch"]["options"]["channels"] == 3 and card["arch"]["options"]["colour_space"] == "opponent"
     assert card["check"]["data"] == "CBSD68" and card["sigma"] == [0.0, 55.0]
     den = Denoiser.from_checkpoint(tmp_path / "models" / "tiny-colour.safetensors", "cpu", engine="torch")
     image = np.random.default_rng(0).random((12, 10, 3)).astype(np.float32)
@@ -80,3 +80,28 @@ def test_pack_a_gray_r3n_as_a_colour_model(tmp_path, capsys):
     colour = tmp_path / "models" / "tiny-colour.safetensors"
     assert main(args[:3] + [str(colour)] + args[4:5] + ["tiny-again"] + args[6:]) == 2
     assert "made from a gray R3N" in capsys.readouterr().err
+
+
+def test_an_opponent_colour_r3n_trains_from_a_gray_checkpoint(tmp_path):
+    """``model.colour_space: opponent`` from a config: the gray checkpoint's weights start its gray network,
+    and training on colour crops moves them."""
+    from conftest import tiny_config
+    from r3l.config import from_dict
+    from r3l.trainer import Trainer
+
+    gray = gray_r3n(features=4)
+    save_checkpoint(tmp_path / "g.safetensors", Checkpoint(ArchSpec.of("r3n", features=4, steps=2),
+                                                           gray.state_dict()))
+    cfg = tiny_config("skimage", "", episodes=2)
+    cfg["model"] = {"name": "r3n", "channels": 3, "features": 4, "colour_space": "opponent", "init": "checkpoint",
+                    "init_checkpoint": str(tmp_path / "g.safetensors")}
+    cfg["env"] = {"steps": 2}
+    trainer = Trainer(from_dict(cfg), tmp_path / "run")
+    assert isinstance(trainer.net, OpponentColour)
+    assert all(torch.equal(v, gray.state_dict()[k]) for k, v in trainer.net.inner.state_dict().items())
+    trainer.train()
+    saved = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert saved.arch.options.colour_space == "opponent" and saved.arch.channels == 3
+    assert not torch.equal(saved.model["inner.encoder.0.weight"], gray.state_dict()["encoder.0.weight"])
+    with pytest.raises(R3LError, match="model.colour_space: opponent is for colour models"):
+        from_dict({**cfg, "model": {**cfg["model"], "channels": 1}})

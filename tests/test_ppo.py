@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from r3l.config import PPOConfig
+from r3l.algos import PPOConfig
 from r3l.algos.optim import learning_rate
 from r3l.algos.ppo import compute_gae, log_prob_entropy, ppo_loss, sample_actions
 

@@ -78,7 +78,7 @@ def test_colour_denoiser_keeps_channel_order(tmp_path):
         net.policy[-1].weight.zero_()
         net.policy[-1].bias.copy_(torch.where(torch.arange(27) == 13, 10.0, 0.0).repeat(3))
     image = (asymmetric_rgb() * 255).round().astype(np.uint8)
-    denoiser = Denoiser(net, ArchSpec("r3l", channels=3, features=8, n_actions=27, action_step=1.0, steps=6), "cpu")
+    denoiser = Denoiser(net, ArchSpec.of("r3l", channels=3, features=8, n_actions=27, action_step=1.0, steps=6), "cpu")
     assert np.array_equal(denoiser.denoise(image), image)
 
 
@@ -289,7 +289,7 @@ def test_pixelrl_refuses_another_action_count():
 
 def test_pixelrl_checkpoint_denoises_and_explains_from_the_command_line(tmp_path):
     from r3l.cli import main
-    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.networks import ActorCritic
 
     arch = {"name": "r3l", "channels": 1, "features": 8, "n_actions": 9, "action_step": 1.0, "steps": 5,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from r3l.io.checkpoint import load_checkpoint
+from r3l.models.checkpoint import load_checkpoint
 from r3l.config import from_dict
 from r3l.io.data import load_images
 from r3l.denoiser import Denoiser
@@ -75,10 +75,10 @@ def test_training_writes_run_directory(tiny_folder):
     assert all(np.isfinite(v) for line in lines for v in line.values())
 
 
-@pytest.mark.parametrize("model,extra", [("r3n", {}), ("dncnn", {"depth": 5})])
+@pytest.mark.parametrize("model,extra", [("r3n", {"head_init": "small"}), ("dncnn", {"depth": 5})])
 def test_supervised_baselines_lower_the_mse(tmp_path, model, extra):
     cfg = from_dict({
-        "model": {"name": model, "init": "scratch", "features": 16, "head_init": "small", **extra},
+        "model": {"name": model, "init": "scratch", "features": 16, **extra},
         "supervised": {"lr": 1e-3, "lr_schedule": "constant"},
         "data": {"train": "skimage", "val": "", "batch_size": 8, "crop": 40, "workers": 0},
         "train": {"episodes": 60, "log_every": 10, "save_every": 60, "device": "cpu", "progress": False,
@@ -114,7 +114,7 @@ def test_holdout_validation_keeps_images_out_of_training(tiny_folder):
 
 def test_learning_rate_groups_and_warmup():
     from r3l.algos.optim import learning_rate, make_adam, set_lr
-    from r3l.config import LRSchedule
+    from r3l.algos import LRSchedule
     from r3l.models.networks import ActorCritic
 
     net = ActorCritic(1, 5, 4)
@@ -148,7 +148,7 @@ def test_log_mse_weighs_each_image_by_its_own_error():
     cfg = from_dict({"model": {"name": "r3n", "init": "scratch", "features": 8},
                      "supervised": {"loss": "log_mse"}, "data": {"train": "skimage", "val": ""}})
     net = build_network({"name": "r3n", "channels": 1, "features": 8, "steps": 2})
-    algo = Supervised(net, cfg, ResidualDenoiseEnv())
+    algo = Supervised(net, cfg.supervised, ResidualDenoiseEnv())
     clean = torch.rand(2, 1, 6, 6)
     errors = torch.stack([torch.full((1, 6, 6), 0.01), torch.full((1, 6, 6), 0.1)])  # 40 dB and 20 dB
     estimate = (clean + errors).requires_grad_()

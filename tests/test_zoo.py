@@ -12,7 +12,7 @@ from conftest import DATASETS, needs_shared, train_tiny
 from r3l.cli import main
 from r3l.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.models.spec import build_network
+from r3l.models.spec import ArchSpec, build_network
 from r3l.evaluation.cards import pack_model, subset_psnr
 from r3l.models.zoo import DEFAULT_MODEL, PACKAGE_FOLDER, find_model, list_models
 
@@ -164,10 +164,10 @@ def test_the_web_page_offers_installed_models(registry, monkeypatch):
 
 def _constant_policy(channels: int, action: int, path):
     """An R3L checkpoint whose policy picks ``action`` at every pixel (no training needed)."""
-    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
 
-    spec = ArchSpec("r3l", channels=channels, features=8, n_actions=27, action_step=1.0, steps=6)
+    spec = ArchSpec.of("r3l", channels=channels, features=8, n_actions=27, action_step=1.0, steps=6)
     net = build_network(spec)
     with torch.no_grad():
         net.policy[-1].weight.zero_()
@@ -185,7 +185,7 @@ def test_denoise_picks_the_model_that_fits_the_input(tmp_path, monkeypatch, caps
     models = tmp_path / "models"
     for name, channels, action in ((DEFAULT_MODEL, 1, 26), (DEFAULT_COLOUR_MODEL, 3, 13)):
         _constant_policy(channels, action, models / f"{name}.safetensors")
-        card = ModelCard(name, "test", {"name": "r3l", "channels": channels}, 25.0,
+        card = ModelCard(name, "test", ArchSpec.of("r3l", channels=channels), 25.0,
                          SubsetCheck("BSD68", [], 25.0, 0, 0.0))
         write_json(card.to_dict(), models / f"{name}.json")
     monkeypatch.setenv("R3L_MODELS", str(models))
@@ -241,7 +241,7 @@ def test_cli_pack_takes_benchmark_row_and_eval_reports(registry, tmp_path, capsy
 
 
 def test_gray_default_falls_back_to_a_gray_r3n_before_a_colour_model(tmp_path, monkeypatch, capsys):
-    from r3l.io.checkpoint import Checkpoint, save_checkpoint
+    from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.io.files import write_json
     from r3l.models.networks import R3N
     from r3l.models.spec import ArchSpec
@@ -254,10 +254,10 @@ def test_gray_default_falls_back_to_a_gray_r3n_before_a_colour_model(tmp_path, m
     with torch.no_grad():
         net.head[-1].weight.zero_()
         net.head[-1].bias.fill_(float(np.arctanh(10 / 255)))  # one step adds 10 gray levels
-    arch = ArchSpec("r3n", channels=1, features=4, steps=1)
+    arch = ArchSpec.of("r3n", channels=1, features=4, steps=1)
     save_checkpoint(models / f"{FALLBACK_GRAY_MODEL}.safetensors", Checkpoint(arch, net.state_dict(), {}, 0, {}))
     _constant_policy(3, 13, models / f"{DEFAULT_COLOUR_MODEL}.safetensors")
-    for name, spec in ((FALLBACK_GRAY_MODEL, arch.to_dict()), (DEFAULT_COLOUR_MODEL, {"name": "r3l", "channels": 3})):
+    for name, spec in ((FALLBACK_GRAY_MODEL, arch), (DEFAULT_COLOUR_MODEL, ArchSpec.of("r3l", channels=3))):
         write_json(ModelCard(name, "test", spec, 25.0, SubsetCheck("BSD68", [], 25.0, 0, 0.0)).to_dict(),
                    models / f"{name}.json")
     monkeypatch.setenv("R3L_MODELS", str(models))

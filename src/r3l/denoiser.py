@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from r3l.io.checkpoint import load_checkpoint, load_weights
-from r3l.tasks import task_class
+from r3l.models.checkpoint import load_checkpoint, load_weights
+from r3l.tasks import stored_task
 from r3l.models.networks import ActorCritic, dncnn_from_weights
 from r3l.models.spec import ArchSpec, build_network
 from r3l.algos.optim import autocast
@@ -99,7 +99,7 @@ class Denoiser:
         self.env = None
         if arch.entry.policy:
             # Inference applies the task's transition alone (no ground truth, no degradation).
-            self.env = task_class(arch.task).from_spec(arch)
+            self.env = stored_task(arch.task, arch.task_options)
         self.training_sigma: tuple[float, float] | None = None
         """The Gaussian noise levels the network was trained for, ``(low, high)`` (equal for one σ), when known
         (r3l checkpoints); :meth:`sigma_warning` compares a level with it."""
@@ -179,7 +179,7 @@ class Denoiser:
                            precision: str = "fp32", compile: bool = False, **options) -> "Denoiser":
         """KAIR's DnCNN ``.pth`` (read with ``weights_only=True``)."""
         net = dncnn_from_weights(path)
-        arch = ArchSpec("dncnn", channels=net.channels, features=net.features, depth=net.depth)
+        arch = ArchSpec.of("dncnn", channels=net.channels, features=net.features, depth=net.depth)
         return cls(net, arch, device, precision=precision, compile=compile, **options)
 
     @classmethod
@@ -189,7 +189,7 @@ class Denoiser:
         from r3l.models.ircnn import ircnn_from_weights
 
         net = ircnn_from_weights(path, sigma)
-        arch = ArchSpec("ircnn", channels=net.channels, features=net.features)
+        arch = ArchSpec.of("ircnn", channels=net.channels, features=net.features)
         return cls(net, arch, device, precision=precision, compile=compile, **options)
 
     @classmethod

@@ -163,6 +163,14 @@ def build_dataclass(cls: type, values: dict, prefix: str = "", label: str = "con
     return cls(**kwargs)
 
 
+def build_checked(cls: type, values: dict, prefix: str = "", label: str = "config key") -> Any:
+    """:func:`build_dataclass`, then the choices and bounds ``cls`` declares checked (:func:`check_rules`)."""
+    built = build_dataclass(cls, values, prefix, label)
+    choices, bounds = field_rules(cls, prefix)
+    check_rules(flatten(dataclasses.asdict(built), prefix), choices, bounds, label)
+    return built
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in tree.items():

@@ -12,20 +12,20 @@ from tqdm import tqdm
 
 from r3l.algos import ALGORITHMS
 from r3l.algos.optim import Precision, learning_rate, resolve_precision, set_lr
-from r3l.config import Config
+from r3l.config import Config, config_class
 from r3l.schema import flatten
 from r3l.denoiser import Denoiser
 from r3l.distributed import SINGLE, World, device_for
 from r3l.errors import R3LError, warn
 from r3l.evaluation.protocol import evaluate, summarize
-from r3l.io.checkpoint import (
+from r3l.models.checkpoint import (
     Checkpoint, load_checkpoint, load_weights, optimizer_state, previous_path, restore_optimizer, save_checkpoint,
 )
 from r3l.io.data import NamedImage, check_crop, load_images, make_train_loader
 from r3l.io.files import atomic_write_bytes
 from r3l.logger import MetricLogger
 from r3l.models.build import build_model
-from r3l.models.spec import build_network, model_entry, spec_from_config
+from r3l.models.spec import architecture, build_network, spec_from_config
 from r3l.runtime import cpu_prefers_channels_last, pick_device, resolve_compile
 from r3l.tasks import make_env
 
@@ -53,8 +53,11 @@ RESUMABLE_CHANGES = ("name", "train.log_every", "train.val_every", "train.save_e
 def check_resume_config(saved: dict, current: dict, path: Path, force: bool) -> None:
     """Refuse to resume with a config that changes the run (``force``: warn for each change instead)."""
     # A key the saved config lacks (written by an older r3l) had its default then.
-    old, new = {**flatten(Config().to_dict()), **flatten(saved)}, flatten(current)
-    changed = [key for key in sorted(set(old) | set(new))
+    # A key of the saved config that this run's components no longer have (an option of an older r3l's single
+    # model section that this model never read, say) is not compared.
+    defaults = config_class(current["env"]["name"], current["model"]["name"])().to_dict()
+    old, new = {**flatten(defaults), **flatten(saved)}, flatten(current)
+    changed = [key for key in sorted(new)
                if key not in RESUMABLE_CHANGES and old.get(key, "(absent)") != new.get(key, "(absent)")]
     if not changed:
         return
@@ -75,7 +78,7 @@ def episode_seed(seed: int, episode: int) -> int:
 
 def resume_candidates(run_dir: str | Path) -> list[Path]:
     """The checkpoints a run directory can be resumed from, newest first: ``last.safetensors``, then the one it
-    replaced (:func:`r3l.io.checkpoint.previous_path`). ``r3l train`` refuses a new run over any of them."""
+    replaced (:func:`r3l.models.checkpoint.previous_path`). ``r3l train`` refuses a new run over any of them."""
     last = Path(run_dir) / "last.safetensors"
     return [path for path in (last, previous_path(last)) if path.exists()]
 
@@ -86,8 +89,13 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 
 def algorithm_class(cfg: Config):
-    """The class that trains the configured model (the model registry names it)."""
-    return ALGORITHMS[model_entry(cfg.model.name).algorithm]
+    """The class that trains the configured model (its architecture's entry names it)."""
+    return ALGORITHMS[architecture(cfg.model.name).algorithm]
+
+
+def algorithm_options(cfg: Config):
+    """The configured model's algorithm's section (``cfg.ppo``, ``cfg.supervised``, …)."""
+    return getattr(cfg, architecture(cfg.model.name).algorithm)
 
 
 def compile_plan(cfg: Config, device: torch.device) -> tuple[str, str]:
@@ -167,8 +175,8 @@ class Trainer:
         """The network as training calls it (compiled, or wrapped for DDP); validation and checkpoints use
         ``self.net``."""
         algorithm = algorithm_class(cfg)
-        self.algo = algorithm(self.net, cfg, self.env, self.precision, self.forward, self.compile, self.compile_mode,
-                              world)
+        self.algo = algorithm(self.net, algorithm_options(cfg), self.env, self.precision, self.forward, self.compile,
+                              self.compile_mode, world)
         self.optimizer = self.algo.optimizer
         if resume:
             restore_optimizer(self.optimizer, ckpt, path)
@@ -265,13 +273,14 @@ class Trainer:
         return Checkpoint(self.arch, self.net.state_dict(), self.cfg.to_dict(), episode, info, state, groups)
 
     def val_sigmas(self) -> list[float]:
-        """The validation noise levels: ``data.val_sigma`` (one or a list), else the training level (the middle of
+        """The validation levels: ``data.val_sigma`` (one or a list), else the task's
+        (:meth:`~r3l.tasks.base.BatchImageEnv.validation_level`: a denoising task's training level, the middle of
         a range)."""
         cfg = self.cfg
         given = cfg.data.val_sigma if isinstance(cfg.data.val_sigma, list) else [cfg.data.val_sigma]
         if any(given):
             return [float(s) for s in given]
-        return [sum(cfg.env.sigma) / 2 if isinstance(cfg.env.sigma, list) else cfg.env.sigma]
+        return [self.env.validation_level()]
 
     def validate(self) -> float:
         """The mean validation PSNR over :meth:`val_sigmas` (each level's is in :attr:`val_by_sigma`)."""
@@ -288,7 +297,7 @@ class Trainer:
                                         deterministic=torch.backends.cudnn.deterministic,
                                         allow_tf32=torch.backends.cudnn.allow_tf32):
             rows = self.world.gather(evaluate(denoiser, mine, self.val_sigmas(), cfg.data.val_seed, progress=False,
-                                              noise=cfg.env.noise, degrade=self.env.test_input))
+                                              noise=cfg.env.name, degrade=self.env.test_input))
         self.net.train()
         self.val_by_sigma = {sigma: s["psnr"] for sigma, s in summarize(rows).items()}
         return float(np.mean(list(self.val_by_sigma.values())))
@@ -335,7 +344,8 @@ class Trainer:
                     last = self._close_interval(interval, done, lr, started)
                     if main:
                         logger.log(done, last)
-                    bar.set_postfix(gain=f"{last['charts/psnr_gain']:.2f}dB")
+                    if "charts/psnr_gain" in last:
+                        bar.set_postfix(gain=f"{last['charts/psnr_gain']:.2f}dB")
                 if self.val_images and (done % tc.val_every == 0 or done == tc.episodes):
                     last["val/psnr"] = self._validate_and_keep_best(done, logger)
                 out_of_time = time_limit is not None and done % tc.log_every == 0 and \

@@ -5,11 +5,29 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from r3l.config import LRSchedule
+from r3l.schema import non_negative, positive
+
+
+Schedule = Literal["poly", "cosine", "constant"]
+
+
+@dataclass
+class LRSchedule:
+    """The learning rate and its schedule, shared by every algorithm's section."""
+
+    lr: float = positive(3e-4)
+    lr_schedule: Schedule = "cosine"
+    """``poly`` (lr·(1−e/E)^power, the original's), ``cosine`` or ``constant``."""
+    lr_power: float = non_negative(0.9)
+    lr_warmup: int = non_negative(0)
+    """Episodes of linear warm-up from ``lr / lr_warmup`` to the schedule (fine-tuning a pre-trained network:
+    Adam's first steps move every weight by about ``lr``, whatever its gradient)."""
 
 
 def make_adam(net: nn.Module, lr: float, eps: float = 1e-8, weight_decay: float = 0.0,

@@ -9,16 +9,56 @@ categorical action per pixel and channel; what the actions do is the task's busi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r3l.algos.optim import Precision, make_adam
-from r3l.config import Config, PPOConfig
+from r3l.algos.optim import LRSchedule, Precision, make_adam
 from r3l.distributed import SINGLE, World
-from r3l.metrics import batch_psnr
+from r3l.errors import R3LError
+from r3l.schema import non_negative, positive, unit_interval
 from r3l.tasks.base import BatchImageEnv, Episode
+
+
+@dataclass
+class PPOConfig(LRSchedule):
+    gamma: float = unit_interval(0.95)
+    gae_lambda: float = unit_interval(0.95)
+    clip_eps: float = 0.2
+    epochs: int = positive(4)
+    minibatches: int = positive(4)
+    """Minibatches of whole images per epoch (each holds every step of its images)."""
+    vf_coef: float = non_negative(0.5)
+    ent_coef: float = non_negative(0.05)
+    """Entropy bonus. Below about 0.02 the paper-size R3L learns "no change" first and its exploration dies
+    (docs/experiments.md)."""
+    all_action_coef: float = non_negative(0.0)
+    """Weight of the all-action term, for environments that can compute every action's reward (R3L's can);
+    0 turns it off. See ``all_action``."""
+    all_action: Literal["soft", "expected"] = "soft"
+    """``soft``: cross-entropy toward ``softmax(r / all_action_temperature)`` over every action's immediate
+    reward; ``expected``: the exact gradient of the expected immediate reward ``Σ_a π(a) r(a)``."""
+    all_action_temperature: float = positive(0.05)
+    """τ of the ``soft`` target, in reward units (R3L: 255 × squared error on the [0, 1] scale)."""
+    value_loss: Literal["smooth_l1", "mse"] = "smooth_l1"
+    """``smooth_l1`` or ``mse``."""
+    max_grad_norm: float = non_negative(1.0)
+    """0 turns gradient clipping off."""
+    normalize_advantages: bool = True
+    target_kl: float = non_negative(0.0)
+    """Stop the epochs of an update once approx-KL exceeds this; 0 never stops."""
+    adam_eps: float = positive(1e-8)
+    weight_decay: float = non_negative(0.0)
+    encoder_lr_scale: float = non_negative(1.0)
+    """The encoder's learning rate relative to ``lr`` (below 1 keeps pre-trained features; 0 freezes them)."""
+    value_warmup: int = non_negative(0)
+    """Episodes at the start in which only the value head learns (the policy and the encoder keep their
+    weights): a fine-tuned policy is not moved by advantages from a value head that knows nothing yet."""
+    value_lr_scale: float = non_negative(1.0)
+    """The value head's learning rate relative to ``lr`` (a fresh value head under a small ``lr`` for
+    fine-tuning learns faster with a larger one)."""
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None,
@@ -199,37 +239,45 @@ class PPO:
     of ``net`` (a compiled version of it, say); ``compile == "all"`` compiles the loss too (with ``mode``).
     """
 
+    Options = PPOConfig
+    """Its options: the config's ``ppo`` section."""
     compiles_whole_update = True
     """The rollout and update have static shapes, so ``train.compile: auto`` compiles all of it on CUDA."""
 
-    def __init__(self, net: nn.Module, cfg: Config, env: BatchImageEnv, precision: Precision | None = None,
+    def __init__(self, net: nn.Module, cfg: PPOConfig, env: BatchImageEnv, precision: Precision | None = None,
                  forward=None, compile: str = "off", mode: str = "default", world: World = SINGLE):
-        self.net, self.cfg, self.env, self.world = net, cfg.ppo, env, world
-        self.lr_config = cfg.ppo
+        self.net, self.cfg, self.env, self.world = net, cfg, env, world
+        self.lr_config = cfg
         """The learning-rate schedule's fields (``lr``, ``lr_schedule``, ``lr_power``)."""
-        scales = {"encoder": cfg.ppo.encoder_lr_scale, "value": cfg.ppo.value_lr_scale}
-        grouped = cfg.ppo.value_warmup > 0 or any(v != 1.0 for v in scales.values())
-        self.optimizer = make_adam(net, cfg.ppo.lr, cfg.ppo.adam_eps, cfg.ppo.weight_decay,
-                                   scales if grouped else None)
+        scales = {"encoder": cfg.encoder_lr_scale, "value": cfg.value_lr_scale}
+        grouped = cfg.value_warmup > 0 or any(v != 1.0 for v in scales.values())
+        self.optimizer = make_adam(net, cfg.lr, cfg.adam_eps, cfg.weight_decay, scales if grouped else None)
         self.precision = precision or Precision(next(net.parameters()).device, "fp32")
         self.forward = net if forward is None else forward
         self.loss = ppo_objective
         if compile == "all":
             self.loss = torch.compile(ppo_objective, mode=None if mode == "default" else mode, dynamic=False)
 
+    @staticmethod
+    def check(cfg: PPOConfig, batch_size: int, where: str = "config key ppo") -> None:
+        """What the option types cannot say about a run of global batch ``batch_size``."""
+        if batch_size % cfg.minibatches:
+            raise R3LError(f"{where}.minibatches: {cfg.minibatches} does not divide data.batch_size {batch_size}")
+
     def learn(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """One episode on ``clean`` ``(B, C, H, W)`` and the update on it; device-side diagnostics.
 
         With several processes, ``clean`` is the episode's global batch and this rank plays and learns from its
         own part (the gradients are averaged by DistributedDataParallel)."""
-        buf, gain = self.collect(clean, generator)
+        buf, metrics = self.collect(clean, generator)
         stats = self.update(buf, generator)
         stats["charts/episode_reward"] = buf.rewards.sum(0).mean()
-        stats["charts/psnr_gain"] = gain.mean()
+        stats.update(metrics)
         return stats
 
-    def collect(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[RolloutBuffer, torch.Tensor]:
-        """Play one episode on ``clean``; returns the filled buffer (with GAE) and the PSNR gain per image."""
+    def collect(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[RolloutBuffer, dict[str, torch.Tensor]]:
+        """Play one episode on ``clean``; returns the filled buffer (with GAE) and the task's
+        :meth:`~r3l.tasks.base.BatchImageEnv.episode_metrics`."""
         env, cfg = self.env, self.cfg
         device = clean.device
         batch, shard = clean.shape[0], (self.world.shard(clean.shape[0]) if self.world.active else None)
@@ -238,7 +286,7 @@ class PPO:
             clean = clean[shard]
             episode = Episode(clean, episode.state[shard])
         buf = RolloutBuffer(env.steps, tuple(clean.shape), device)
-        start_psnr = batch_psnr(episode.state, clean)
+        start = episode.state
         all_actions = cfg.all_action_coef > 0
         with torch.no_grad():
             for t in range(env.steps):
@@ -253,7 +301,7 @@ class PPO:
                 if done:
                     break
         buf.compute_returns_and_advantage(cfg.gamma, cfg.gae_lambda)
-        return buf, batch_psnr(episode.state, clean) - start_psnr
+        return buf, env.episode_metrics(start, episode.state, clean)
 
     def _normalized(self, advantages: torch.Tensor) -> torch.Tensor:
         """Advantages scaled to zero mean and unit variance over the global batch (under torchrun, every rank's

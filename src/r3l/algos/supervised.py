@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r3l.algos.optim import Precision, make_adam
-from r3l.config import Config
+from r3l.algos.optim import LRSchedule, Precision, make_adam
 from r3l.distributed import SINGLE, World
-from r3l.metrics import batch_psnr
+from r3l.schema import non_negative, positive
 from r3l.tasks.base import BatchImageEnv
 
 
@@ -18,21 +20,40 @@ from r3l.tasks.base import BatchImageEnv
 LOG_MSE_FLOOR = 1e-5
 
 
+@dataclass
+class SupervisedConfig(LRSchedule):
+    """Training of the deterministic baselines (``model.name`` ``r3n`` or ``dncnn``) with MSE."""
+
+    lr: float = positive(1e-3)
+    max_grad_norm: float = non_negative(0.0)
+    weight_decay: float = non_negative(0.0)
+    loss: Literal["mse", "log_mse"] = "mse"
+    """``mse``: the batch's mean squared error. ``log_mse``: the mean over images of ``log(MSE_i + 1e-5)``, which
+    maximises the mean PSNR and so weighs each image by its own error (a blind model's lightly noisy images count
+    as much as its heavily noisy ones; under ``mse`` the heavy noise dominates)."""
+
+
 class Supervised:
     """One Adam step per batch on ``MSE(net(start), clean)``, where ``start`` is the task's first state (for
     denoising, the noisy image drawn exactly as R3L's episodes draw it)."""
 
+    Options = SupervisedConfig
+    """Its options: the config's ``supervised`` section."""
     compiles_whole_update = False
     """``train.compile: auto`` leaves it eager (only the network can be compiled, on request)."""
 
-    def __init__(self, net: nn.Module, cfg: Config, env: BatchImageEnv, precision: Precision | None = None,
+    def __init__(self, net: nn.Module, cfg: SupervisedConfig, env: BatchImageEnv, precision: Precision | None = None,
                  forward=None, compile: str = "off", mode: str = "default", world: World = SINGLE):
-        self.net, self.cfg, self.env, self.world = net, cfg.supervised, env, world
-        self.lr_config = cfg.supervised
+        self.net, self.cfg, self.env, self.world = net, cfg, env, world
+        self.lr_config = cfg
         """The learning-rate schedule's fields (``lr``, ``lr_schedule``, ``lr_power``)."""
-        self.optimizer = make_adam(net, cfg.supervised.lr, weight_decay=cfg.supervised.weight_decay)
+        self.optimizer = make_adam(net, cfg.lr, weight_decay=cfg.weight_decay)
         self.precision = precision or Precision(next(net.parameters()).device, "fp32")
         self.forward = net if forward is None else forward
+
+    @staticmethod
+    def check(cfg: SupervisedConfig, batch_size: int, where: str = "config key supervised") -> None:
+        """Nothing beyond the option types (the interface every algorithm has, see :mod:`r3l.algos`)."""
 
     def loss(self, estimate: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """``supervised.loss``: the batch's MSE, or the mean of the images' log-MSE (the mean PSNR's objective)."""
@@ -53,8 +74,8 @@ class Supervised:
         grad_norm, bad, overflow = self.precision.step(loss, self.net, self.optimizer, self.cfg.max_grad_norm)
         skipped = bad.float()
         with torch.no_grad():
-            gain = (batch_psnr(estimate, clean) - batch_psnr(noisy, clean)).mean()
+            metrics = self.env.episode_metrics(noisy, estimate, clean)
         return {
-            f"losses/{self.cfg.loss}": loss.detach(), "losses/grad_norm": grad_norm.detach(), "charts/psnr_gain": gain,
+            f"losses/{self.cfg.loss}": loss.detach(), "losses/grad_norm": grad_norm.detach(), **metrics,
             "health/skipped_steps": skipped, "health/bad_update": skipped, "health/scale_overflows": overflow.float(),
         }

@@ -127,7 +127,7 @@ def show(args: argparse.Namespace) -> int:
         defaults = {name: "" for name in defaults}
     for card in models:
         at = card.bsd68_psnr.get("25")
-        line = f"{card.name:<18} {card.arch['name']:<6} {card.arch['channels']}ch  sigma {card.sigma}  "
+        line = f"{card.name:<18} {card.arch.name:<6} {card.arch.channels}ch  sigma {card.sigma}  "
         line += f"BSD68@25 {at:.2f} dB  " if at is not None else ""
         kind = defaults.get(card.name)
         line += (f"(default{' ' + kind if kind else ''})  " if kind is not None else "") + card.description

@@ -12,7 +12,7 @@ from pathlib import Path
 from r3l.denoiser import open_denoiser
 from r3l.errors import R3LError
 from r3l.evaluation.protocol import evaluate, summarize
-from r3l.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from r3l.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from r3l.io.data import load_images
 from r3l.io.files import write_json
 from r3l.models.zoo import ModelCard, SubsetCheck
@@ -34,10 +34,10 @@ def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: st
 
 def _as_opponent_colour(ckpt, path):
     """A gray R3N checkpoint as the colour model :class:`~r3l.models.networks.OpponentColour` of it."""
-    if ckpt.arch.name != "r3n" or ckpt.arch.channels != 1 or ckpt.arch.colour_space:
+    if ckpt.arch.name != "r3n" or ckpt.arch.channels != 1 or ckpt.arch.options.colour_space:
         raise R3LError(f"{path}: an opponent-colour model is made from a gray R3N checkpoint; this one is "
                        f"{ckpt.arch.describe()}")
-    arch = replace(ckpt.arch, channels=3, colour_space="opponent")
+    arch = replace(ckpt.arch, options=replace(ckpt.arch.options, channels=3, colour_space="opponent"))
     config = {**ckpt.config, "colour": "the gray network in an opponent colour space, each channel denoised as a "
                                       "gray image (no colour training)"}
     return Checkpoint(arch, {f"inner.{k}": v for k, v in ckpt.model.items()}, config, ckpt.episode, {})
@@ -62,7 +62,7 @@ def pack_model(checkpoint: str | Path, name: str, description: str, data_root: s
     save_checkpoint(weights, Checkpoint(ckpt.arch, ckpt.model, config, ckpt.episode, {}))
     check_sigma = float(sigma if sigma is not None else (env_sigma if not isinstance(env_sigma, list)
                                                         else sum(env_sigma) / 2))
-    card = ModelCard(name, description, ckpt.arch.to_dict(), env_sigma, SubsetCheck(data, list(images), check_sigma,
+    card = ModelCard(name, description, ckpt.arch, env_sigma, SubsetCheck(data, list(images), check_sigma,
                                                                            seed, 0.0),
                      ckpt.episode, {"config": config, **(training or {})}, dict(bsd68_psnr or {}),
                      dict(results or {}), weights)

@@ -4,31 +4,64 @@ DnCNN, IRCNN's weights (``head_init: residual`` makes the greedy step IRCNN's re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from torch import nn
 
-from r3l.config import Config
 from r3l.errors import R3LError
-from r3l.io.checkpoint import load_checkpoint, load_weights
 from r3l.io.files import expand_path
+from r3l.models.checkpoint import load_checkpoint, load_weights
 from r3l.models.ircnn import init_from_ircnn, init_from_r3n, widen_to_colour
-from r3l.models.networks import init_from_dncnn
+from r3l.models.networks import OpponentColour, init_from_dncnn
 from r3l.models.spec import build_network, spec_from_config
+from r3l.schema import positive
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """The configured network, initialised from scratch or from KAIR's DnCNN weights."""
+@dataclass
+class InitOptions:
+    """How training starts a network's weights: options of every model's config section, not of its
+    architecture (a checkpoint does not store them)."""
+
+    init: Literal["dncnn", "ircnn", "checkpoint", "scratch"] = "dncnn"
+    """``dncnn`` (copy layers from KAIR's DnCNN σ=25 weights, as the original code), ``ircnn`` (IRCNN's gray
+    denoiser, whose seven dilated convolutions are R3L's inference network; see ``ircnn_weights``),
+    ``checkpoint`` (see ``init_checkpoint``) or ``scratch``."""
+    dncnn_weights: str = "${R3L_WEIGHTS}/dncnn_25.pth"
+    ircnn_weights: str = "${R3L_WEIGHTS}/ircnn/zhang_cvpr17_denoise_25_gray.caffemodel"
+    """IRCNN's weights: a ``.caffemodel`` or KAIR's ``ircnn_gray.pth`` (its entry for ``ircnn_sigma``)."""
+    ircnn_sigma: float = positive(25.0)
+    """The noise level of the IRCNN model to take from KAIR's multi-level file."""
+    head_gain: float = positive(1.0)
+    """``head_init: residual``: the residual each step starts with, as a fraction of IRCNN's (below 1, each step
+    removes part of the estimated noise and leaves Gaussian-like noise of a lower level for the next)."""
+    head_temperature: float = positive(16.0)
+    """``head_init: residual``: the initial policy is a discretised Gaussian of this variance (gray levels²)
+    around IRCNN's residual."""
+    init_checkpoint: str = ""
+    """``init: checkpoint``: an r3l checkpoint whose layers start this model (an R3N's encoder and head start R3L's
+    encoder, its Gaussian policy head and the value head's hidden layers)."""
+
+
+def build_model(cfg) -> nn.Module:
+    """The network of a training config (:class:`r3l.config.Config`): its ``model`` section's architecture, with
+    the weights its :class:`InitOptions` say, for the task of its ``env`` section."""
     net = build_network(spec_from_config(cfg))
     m = cfg.model
-    if m.head_init == "residual" and m.init not in ("ircnn", "checkpoint"):
+    # An opponent-colour model's weights are its gray network's: every init below applies to that network.
+    start = net.inner if isinstance(net, OpponentColour) else net
+    head_init = getattr(m, "head_init", "kaiming")
+    action_step = getattr(cfg.env, "action_step", 1.0)
+    if head_init == "residual" and m.init not in ("ircnn", "checkpoint"):
         raise R3LError("model.head_init residual needs model.init ircnn (the residual comes from IRCNN's last layer)")
-    if m.head_init == "residual" and m.name == "r3l" and cfg.env.name != "residual_denoise":
+    if head_init == "residual" and m.name == "r3l" and cfg.env.name != "residual_denoise":
         raise R3LError(f"model.head_init residual: the {cfg.env.name} task's actions are not residuals; use "
                        "head_init small or kaiming (IRCNN's layers still initialise the network)")
     if m.init == "dncnn":
-        init_from_dncnn(net, expand_path(m.dncnn_weights, "model.dncnn_weights"))
+        init_from_dncnn(start, expand_path(m.dncnn_weights, "model.dncnn_weights"))
     elif m.init == "ircnn":
-        init_from_ircnn(net, expand_path(m.ircnn_weights, "model.ircnn_weights"), m.ircnn_sigma, m.head_init,
-                        m.head_temperature, cfg.env.action_step, m.head_gain)
+        init_from_ircnn(start, expand_path(m.ircnn_weights, "model.ircnn_weights"), m.ircnn_sigma, head_init,
+                        m.head_temperature, action_step, m.head_gain)
     elif m.init == "checkpoint":
         if not m.init_checkpoint:
             raise R3LError("model.init checkpoint needs model.init_checkpoint (an r3l checkpoint to start from)")
@@ -36,12 +69,12 @@ def build_model(cfg: Config) -> nn.Module:
         ckpt = load_checkpoint(path)
         source = build_network(ckpt.arch)
         load_weights(source, ckpt, ckpt.arch, path)
-        if _same_shape(source, net):  # the same network (perhaps clipped otherwise): continue from its weights
-            net.load_state_dict(source.state_dict())
-        elif getattr(source, "channels", None) == 1 and getattr(net, "channels", None) == 3:
-            widen_to_colour(net, source)
+        if _same_shape(source, start):  # the same network (perhaps clipped otherwise): continue from its weights
+            start.load_state_dict(source.state_dict())
+        elif getattr(source, "channels", None) == 1 and getattr(start, "channels", None) == 3:
+            widen_to_colour(start, source)
         else:
-            init_from_r3n(net, source, m.head_temperature, cfg.env.action_step)
+            init_from_r3n(start, source, m.head_temperature, action_step)
     return net
 
 

@@ -51,8 +51,8 @@ PUBLISHED_SHA256 = {
     "pretrained_50.npz": "c8a2a9fbe7c923adb1a520b44c8f232bbb2ee8b5201850284b961e22a5cbfdd8",
 }
 #: The architecture of every published file: R3L's network with pixelRL's 9 filter actions and 5 steps.
-PIXELRL_ARCH = ArchSpec("r3l", channels=1, features=64, n_actions=9, action_step=1.0, steps=5,
-                        head_init="kaiming", task="pixelrl_denoise", policy_form="logits")
+PIXELRL_ARCH = ArchSpec.of("r3l", "pixelrl_denoise", channels=1, features=64, head_init="kaiming",
+                           policy_form="logits", n_actions=9, steps=5)
 HOW_TO_GET = ("pixelRL's published models are denoise/model/pretrained_{15,25,50}.npz in pixelRL's repository "
               "(github.com/rfuruta/pixelRL; it has no licence file), see README")
 

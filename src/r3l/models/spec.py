@@ -1,137 +1,215 @@
-"""The registry of architectures: one typed spec per network, saved in checkpoints and read by everything that
-builds a network (training, inference, the benchmark, the zoo).
+"""The registry of architectures: each network with the dataclass of its options, and the typed spec that
+checkpoints store and that everything building a network reads (training, inference, the benchmark, the zoo).
 
-A model is registered with :func:`register_model`: how to build it from an :class:`ArchSpec`, which spec fields
-define it, and which learning algorithm trains it. Nothing else in r3l branches on a model's name.
+An architecture is registered with :func:`register_architecture`: how to build it from an :class:`ArchSpec`, the
+dataclass of its options (its ``model.*`` config keys, and what a checkpoint stores of it), and the learning
+algorithm that trains it. A new option of a model is one field of its options dataclass. Nothing else in r3l
+branches on a model's name. (Trained models, the files ``r3l denoise`` finds by name, are :mod:`r3l.models.zoo`.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
 
 from torch import nn
 
 from r3l.errors import R3LError
+from r3l.schema import build_checked, non_negative, positive
+
+HeadInit = Literal["kaiming", "small", "residual"]
+
+
+@dataclass
+class ArchOptions:
+    """What every architecture has; each declares a subclass with its own options."""
+
+    channels: int = positive(1)
+    """1 (gray) or 3 (colour)."""
+    features: int = positive(64)
+    """Feature maps of the hidden convolutions."""
+
+    def check(self, where: str = "config key model") -> None:
+        """What the field types cannot say, as an error naming the key (``where``: the section's name)."""
+        if self.channels not in (1, 3):
+            raise R3LError(f"{where}.channels: must be 1 (gray) or 3 (colour), got {self.channels}")
+        if self.features > 4096:
+            raise R3LError(f"{where}.features: at most 4096, got {self.features}")
+
+
+@dataclass
+class R3LOptions(ArchOptions):
+    """R3L's actor-critic: its actions are the task's (``n_actions`` logits and a value per pixel)."""
+
+    head_init: HeadInit = "kaiming"
+    """Output convolutions: ``kaiming`` (as the original), ``small`` (near-uniform first policy) or, with
+    ``init: ircnn``, ``residual``: the policy's greedy action is IRCNN's residual (R3N: its tanh head outputs
+    it), the value head starts ``small``."""
+    policy_form: Literal["logits", "gaussian"] = "logits"
+    """R3L's policy head: ``logits`` (one output per action, the paper's) or ``gaussian`` (one residual per pixel
+    and a learnt temperature: a discretised Gaussian over the same actions, see
+    :class:`r3l.models.networks.ActorCritic`)."""
+
+
+@dataclass
+class R3NOptions(ArchOptions):
+    """R3N: R3L's network with a deterministic residual head, run for the task's ``steps``."""
+
+    head_init: HeadInit = "kaiming"
+    max_step: float = non_negative(0.0)
+    """Clip each step's residual to ±this many gray levels (13: R3L's action range; 0: no clip)."""
+    colour_space: Literal["", "opponent"] = ""
+    """``opponent`` makes a colour model of a gray network (``channels`` 3): each channel of the image in an
+    opponent colour space denoised as a gray image (:class:`r3l.models.networks.OpponentColour`; ``r3l models
+    pack`` makes one from a gray model); ``""``: none."""
+
+    def check(self, where: str = "config key model") -> None:
+        super().check(where)
+        if self.max_step >= 256:
+            raise R3LError(f"{where}.max_step: a number of gray levels below 256, got {self.max_step}")
+        if self.colour_space == "opponent" and self.channels != 3:
+            raise R3LError(f"{where}.colour_space: opponent is for colour models (channels 3), got channels "
+                           f"{self.channels}")
+
+
+@dataclass
+class DnCNNOptions(ArchOptions):
+    depth: int = positive(17)
+    """Number of convolutions."""
+
+    def check(self, where: str = "config key model") -> None:
+        super().check(where)
+        if not 2 <= self.depth <= 1000:
+            raise R3LError(f"{where}.depth: a whole number in [2, 1000], got {self.depth}")
 
 
 @dataclass(frozen=True)
-class ArchSpec:
-    """Everything needed to rebuild a network and its inference rule.
-
-    ``steps`` is the number of recurrent passes at inference (R3L's actions, R3N's updates; 1 for a one-pass
-    network); ``n_actions`` and ``action_step`` (0–255 scale) describe a policy's actions, and ``task`` names the
-    task whose transition applies them (``env.name``: a registered task or a dotted path).
-    """
-
-    name: str
-    channels: int = 1
-    features: int = 64
-    n_actions: int = 0
-    action_step: float = 0.0
-    steps: int = 1
-    depth: int = 17
-    head_init: str = "kaiming"
-    task: str = "residual_denoise"
-    policy_form: str = "logits"
-    max_step: float = 0.0
-    colour_space: str = ""
-    """R3N: ``opponent`` makes a colour model of a gray network (``channels`` 3): each channel of the image in an
-    opponent colour space denoised as a gray image (:class:`r3l.models.networks.OpponentColour`); ``""``: none."""
-
-    @property
-    def entry(self) -> "ModelEntry":
-        return model_entry(self.name)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields that define this model (what a checkpoint stores; ``colour_space`` only when set, so that
-        the headers of gray models read as before it existed)."""
-        return {"name": self.name, **{k: getattr(self, k) for k in self.entry.fields
-                                      if k != "colour_space" or self.colour_space}}
-
-    def describe(self) -> str:
-        shown = ("channels", "features", "n_actions", "steps", "depth")
-        return ", ".join([f"name={self.name}"] + [f"{k}={getattr(self, k)}" for k in shown if k in self.entry.fields])
-
-    @classmethod
-    def coerce(cls, value: "ArchSpec | dict[str, Any]", where: str = "arch") -> "ArchSpec":
-        """An :class:`ArchSpec` from itself or a checkpoint's dict, each field checked for type and range."""
-        if isinstance(value, ArchSpec):
-            return value
-        if not isinstance(value, dict) or not isinstance(value.get("name"), str) or value["name"] not in MODELS:
-            name = value.get("name") if isinstance(value, dict) else value
-            raise R3LError(f"{where}.name = {name!r} is invalid, expected one of {', '.join(MODELS)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: v for k, v in value.items() if k in known}
-        entry = MODELS[value["name"]]
-        for key in entry.fields:
-            if key not in kept:
-                # Older checkpoints left these at their defaults.
-                if key in ("head_init", "depth", "task", "policy_form", "max_step", "colour_space"):
-                    continue
-                raise R3LError(f"{where}.{key} is missing for a {value['name']} model")
-            check_arch_field(key, kept[key], where)
-        return cls(**kept)
-
-
-def check_arch_field(key: str, value: Any, where: str = "arch") -> None:
-    """One spec field of the right type and range, or an error naming it."""
-    def bad(expected: str) -> R3LError:
-        return R3LError(f"{where}.{key} = {value!r} is invalid, expected {expected}")
-
-    if key in ("head_init", "task"):
-        if not isinstance(value, str) or not value:
-            raise bad("a string")
-        return
-    if key == "policy_form":
-        if value not in ("logits", "gaussian"):
-            raise bad("'logits' or 'gaussian'")
-        return
-    if key == "colour_space":
-        if value not in ("", "opponent"):
-            raise bad("'' or 'opponent'")
-        return
-    if key == "max_step":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 256:
-            raise bad("a number of gray levels in [0, 256)")
-        return
-    if key == "action_step":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 256:
-            raise bad("a number in (0, 256)")
-        return
-    low, high = {"channels": (1, 3), "features": (1, 4096), "n_actions": (1, 1023), "steps": (1, 1000),
-                 "depth": (2, 1000)}[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise bad(f"a whole number in [{low}, {high}]")
-    if key == "channels" and value not in (1, 3):
-        raise bad("1 or 3")
-    if key == "n_actions" and value % 2 == 0:
-        raise bad("an odd whole number (actions symmetric around 'no change')")
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    build: Callable[[ArchSpec], nn.Module]
-    fields: tuple[str, ...]
-    """The spec fields this model reads (the others keep their defaults and are not stored)."""
+class Architecture:
+    build: Callable[["ArchSpec"], nn.Module]
+    options: type[ArchOptions]
+    """The dataclass of its options."""
     algorithm: str
     """The key of :data:`r3l.algos.ALGORITHMS` that trains it."""
     policy: bool = False
     """It outputs per-pixel action logits and a value (an actor-critic) rather than an image."""
+    recurrent: bool = False
+    """Its inference is the task's ``steps`` passes (otherwise one)."""
 
 
-MODELS: dict[str, ModelEntry] = {}
+ARCHITECTURES: dict[str, Architecture] = {}
 
 
-def register_model(name: str, entry: ModelEntry) -> None:
-    MODELS[name] = entry
+def register_architecture(name: str, entry: Architecture) -> None:
+    ARCHITECTURES[name] = entry
 
 
-def model_entry(name: str) -> ModelEntry:
-    if name not in MODELS:
-        raise R3LError(f"unknown network {name!r}, expected one of {', '.join(MODELS)}")
-    return MODELS[name]
+def architecture(name: str, where: str = "model.name") -> Architecture:
+    if name not in ARCHITECTURES:
+        raise R3LError(f"{where}: {name!r} is not one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+#: The keys of the flat architecture headers of format versions 1 and 2 (and of model cards written then) that
+#: belong to the task: the rest are the model's options.
+_FLAT_TASK_KEYS = ("n_actions", "action_step", "steps")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Everything needed to rebuild a network and its inference rule: the model ``name`` with its ``options``,
+    and the ``task`` (``env.name``: a registered task or a dotted path) whose transition applies a policy's
+    actions, with the task's options (JSON values, as :meth:`r3l.tasks.base.TaskOptions.values` gives them)."""
+
+    name: str
+    options: ArchOptions
+    task: str = "residual_denoise"
+    task_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, name: str, task: str = "residual_denoise", **values: Any) -> "ArchSpec":
+        """A spec from flat values: the model's options by name, every other value the task's
+        (``ArchSpec.of("r3n", features=8, steps=3)``)."""
+        options = architecture(name).options
+        own = {f.name for f in dataclasses.fields(options)}
+        return cls(name, options(**{k: v for k, v in values.items() if k in own}), task,
+                   {k: v for k, v in values.items() if k not in own})
+
+    @property
+    def entry(self) -> Architecture:
+        return architecture(self.name)
+
+    @property
+    def channels(self) -> int:
+        return self.options.channels
+
+    @property
+    def steps(self) -> int:
+        """Passes of inference: the task's steps for a recurrent model, else one."""
+        return int(self.task_options.get("steps", 1)) if self.entry.recurrent else 1
+
+    @property
+    def n_actions(self) -> int:
+        """A policy's actions per pixel (the task's); 0 for a model that outputs an image."""
+        return int(self.task_options.get("n_actions", 0)) if self.entry.policy else 0
+
+    @property
+    def action_step(self) -> float:
+        """A residual task's action step, on the 0–255 scale (1 for a task without one)."""
+        return float(self.task_options.get("action_step", 1.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a checkpoint stores: ``{model, options, task, task_options}``."""
+        return {"model": self.name, "options": dataclasses.asdict(self.options), "task": self.task,
+                "task_options": dict(self.task_options)}
+
+    def describe(self) -> str:
+        shown = {"channels": self.channels, "features": self.options.features}
+        if self.entry.policy:
+            shown["n_actions"] = self.n_actions
+        if self.entry.recurrent:
+            shown["steps"] = self.steps
+        if hasattr(self.options, "depth"):
+            shown["depth"] = self.options.depth
+        return ", ".join([f"name={self.name}"] + [f"{k}={v}" for k, v in shown.items()])
+
+    @classmethod
+    def coerce(cls, value: "ArchSpec | dict[str, Any]", where: str = "arch") -> "ArchSpec":
+        """An :class:`ArchSpec` from itself or a checkpoint's dict of it (:meth:`to_dict`, or the flat dict of
+        format versions 1 and 2), every option checked for type and range."""
+        if isinstance(value, ArchSpec):
+            return value
+        if not isinstance(value, dict):
+            raise R3LError(f"{where} = {value!r} is invalid, expected a JSON object")
+        if "model" not in value:
+            value = _from_flat(value, where)
+        name = value.get("model")
+        if not isinstance(name, str) or name not in ARCHITECTURES:
+            raise R3LError(f"{where}.model = {name!r} is invalid, expected one of {', '.join(ARCHITECTURES)}")
+        unknown = sorted(set(value) - {"model", "options", "task", "task_options"})
+        if unknown:
+            raise R3LError(f"{where}.{unknown[0]} is not a field of an architecture")
+        task, task_options = value.get("task", "residual_denoise"), value.get("task_options", {})
+        if not isinstance(task, str) or not task:
+            raise R3LError(f"{where}.task = {task!r} is invalid, expected a string")
+        if not isinstance(task_options, dict):
+            raise R3LError(f"{where}.task_options = {task_options!r} is invalid, expected a JSON object")
+        label, _, key = where.rpartition(" ")
+        options = build_checked(ARCHITECTURES[name].options, value.get("options", {}), f"{key}.options.",
+                                label or "spec field")
+        options.check(f"{where}.options")
+        return cls(name, options, task, task_options)
+
+
+def _from_flat(value: dict[str, Any], where: str) -> dict[str, Any]:
+    """A flat header (``{name, channels, features, n_actions, ...}``, format versions 1 and 2) in today's form."""
+    name = value.get("name")
+    if not isinstance(name, str) or name not in ARCHITECTURES:
+        raise R3LError(f"{where}.name = {name!r} is invalid, expected one of {', '.join(ARCHITECTURES)}")
+    own = {f.name for f in dataclasses.fields(ARCHITECTURES[name].options)}
+    return {"model": name, "options": {k: v for k, v in value.items() if k in own},
+            "task": value.get("task", "residual_denoise"),
+            "task_options": {k: value[k] for k in _FLAT_TASK_KEYS if k in value}}
 
 
 def build_network(spec: ArchSpec | dict[str, Any]) -> nn.Module:
@@ -141,48 +219,46 @@ def build_network(spec: ArchSpec | dict[str, Any]) -> nn.Module:
 
 
 def spec_from_config(cfg) -> ArchSpec:
-    """The spec a training config describes: ``model.*`` with the task's action set (``env.*``)."""
-    m, env = cfg.model, cfg.env
-    full = {"name": m.name, "channels": m.channels, "features": m.features, "n_actions": env.n_actions,
-            "action_step": env.action_step, "steps": env.steps, "depth": m.depth, "head_init": m.head_init,
-            "task": env.name, "policy_form": m.policy_form, "max_step": m.max_step}
-    entry = model_entry(m.name)
-    return ArchSpec(**{k: v for k, v in full.items() if k == "name" or k in entry.fields})
+    """The spec a training config describes: the model section's architecture options, the task and its
+    options (``env.*``)."""
+    options = architecture(cfg.model.name).options
+    values = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(options)}
+    return ArchSpec(cfg.model.name, options(**values), cfg.env.name, cfg.env.values())
 
 
 #: The paper's sizes of each built-in model (benchmarks time untrained networks of these shapes).
 PAPER_SPECS = {
-    "r3l": ArchSpec("r3l", channels=1, features=64, n_actions=27, action_step=1.0, steps=6),
-    "r3n": ArchSpec("r3n", channels=1, features=64, steps=6),
-    "dncnn": ArchSpec("dncnn", channels=1, features=64, depth=17),
+    "r3l": ArchSpec(
+        "r3l", R3LOptions(channels=1, features=64), task_options={"n_actions": 27, "action_step": 1.0, "steps": 6}),
+    "r3n": ArchSpec("r3n", R3NOptions(channels=1, features=64), task_options={"steps": 6}),
+    "dncnn": ArchSpec("dncnn", DnCNNOptions(channels=1, features=64, depth=17)),
 }
 
 
 def _build_r3n(s: ArchSpec) -> nn.Module:
     from r3l.models.networks import R3N, OpponentColour
 
-    if s.colour_space == "opponent":
-        if s.channels != 3:
-            raise R3LError(f"arch.colour_space opponent is for colour models (channels 3), got channels {s.channels}")
-        return OpponentColour(R3N(1, s.features, s.steps, s.head_init, s.max_step))
-    return R3N(s.channels, s.features, s.steps, s.head_init, s.max_step)
+    o = s.options
+    if o.colour_space == "opponent":
+        if o.channels != 3:
+            raise R3LError(f"arch.colour_space opponent is for colour models (channels 3), got channels {o.channels}")
+        return OpponentColour(R3N(1, o.features, s.steps, o.head_init, o.max_step))
+    return R3N(o.channels, o.features, s.steps, o.head_init, o.max_step)
 
 
 def _register_builtin() -> None:
-    from r3l.models.networks import ActorCritic, DnCNN, R3N
-
-    register_model("r3l", ModelEntry(
-        lambda s: ActorCritic(s.channels, s.n_actions, s.features, s.head_init, s.policy_form, s.action_step),
-        ("channels", "features", "n_actions", "action_step", "steps", "head_init", "task", "policy_form"), "ppo",
-        policy=True))
-    register_model("r3n", ModelEntry(_build_r3n, ("channels", "features", "steps", "head_init", "max_step",
-                                                  "colour_space"), "supervised"))
-    register_model("dncnn", ModelEntry(lambda s: DnCNN(s.channels, s.features, s.depth),
-                                       ("channels", "features", "depth"), "supervised"))
     from r3l.models.ircnn import IRCNN
+    from r3l.models.networks import ActorCritic, DnCNN
 
-    register_model("ircnn", ModelEntry(lambda s: IRCNN(s.channels, s.features), ("channels", "features"),
-                                       "supervised"))
+    register_architecture("r3l", Architecture(
+        lambda s: ActorCritic(s.channels, s.n_actions, s.options.features, s.options.head_init,
+                              s.options.policy_form, s.action_step),
+        R3LOptions, "ppo", policy=True, recurrent=True))
+    register_architecture("r3n", Architecture(_build_r3n, R3NOptions, "supervised", recurrent=True))
+    register_architecture("dncnn", Architecture(lambda s: DnCNN(s.channels, s.options.features, s.options.depth),
+                                                DnCNNOptions, "supervised"))
+    register_architecture("ircnn", Architecture(lambda s: IRCNN(s.channels, s.options.features), ArchOptions,
+                                                "supervised"))
 
 
 _register_builtin()

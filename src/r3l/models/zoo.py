@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from r3l.errors import R3LError
+from r3l.models.spec import ArchSpec
 
 PACKAGE_FOLDER = Path(__file__).parent / "weights"
 GRAY_DEFAULTS = ("r3l-gray-blind", "r3n-gray-blind", "r3l-gray-s25", "r3n-gray-s25")
@@ -52,7 +53,7 @@ class SubsetCheck:
 class ModelCard:
     name: str
     description: str
-    arch: dict[str, Any]
+    arch: ArchSpec
     sigma: float | list[float]
     """The training noise level (a list ``[low, high]`` for a blind model)."""
     check: SubsetCheck
@@ -69,13 +70,15 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("path")
+        out["arch"] = self.arch.to_dict()
         return out
 
 
 def _card(data: Any, path: Path) -> ModelCard:
     try:
         check = SubsetCheck(**data.pop("check"))
-        card = ModelCard(**data, check=check)
+        arch = ArchSpec.coerce(data.pop("arch"), f"{path}: card field arch")
+        card = ModelCard(**data, arch=arch, check=check)
     except (TypeError, KeyError, AttributeError):
         raise R3LError(f"{path}: not an r3l model card (expected name, description, arch, sigma, check)") from None
     card.path = path.with_suffix(".safetensors")
@@ -150,7 +153,7 @@ def zoo_table(cards: list[ModelCard]) -> str:
         sigma = card.sigma if not isinstance(card.sigma, list) else f"{card.sigma[0]:g}–{card.sigma[1]:g} (blind)"
         sigma = f"{sigma:g}" if isinstance(sigma, float) else sigma
         minutes = card.training.get("minutes")
-        cells = [f"`{card.name}`", card.arch.get("name", "?").upper(), "gray" if card.arch.get("channels") == 1
+        cells = [f"`{card.name}`", card.arch.name.upper(), "gray" if card.arch.channels == 1
                  else "colour", sigma, f"{minutes:g}" if isinstance(minutes, (int, float)) else "–",
                  *(db(card.bsd68_psnr.get(s, card.results.get("BSD68", {}).get(s))) for s in TABLE_SIGMAS),
                  db(card.results.get("Set12", {}).get("25")), db(card.results.get("CBSD68", {}).get("25")),

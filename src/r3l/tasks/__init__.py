@@ -1,17 +1,24 @@
 """Tasks: batch image environments where every pixel of every image is an agent, and their registry.
 
 ``env.name`` in a config is a registered name (``residual_denoise``) or a dotted path to a user's class,
-``package.module:Class`` (or ``package.module.Class``), imported when the run starts. A new task is one file
-with a :class:`BatchImageEnv` subclass plus one YAML naming it; see ``docs/custom-tasks.md``.
+``package.module:Class`` (or ``package.module.Class``), imported when the config is read. A task's options are
+the dataclass :attr:`BatchImageEnv.Options` (the ``env`` section's keys beside ``name``; checkpoints store them).
+A new task is one file with a :class:`BatchImageEnv` subclass plus one YAML naming it; see
+``docs/custom-tasks.md``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+from typing import Any
 
 from r3l.errors import R3LError
-from r3l.tasks.base import BatchImageEnv, Episode
-from r3l.tasks.denoise import DenoiseEnv, FilterDenoiseEnv, ResidualDenoiseEnv
+from r3l.schema import build_checked
+from r3l.tasks.base import BatchImageEnv, Episode, TaskOptions
+from r3l.tasks.denoise import (
+    DenoiseEnv, DenoiseOptions, FilterDenoiseEnv, FilterDenoiseOptions, ResidualDenoiseEnv, ResidualDenoiseOptions,
+)
 
 TASKS: dict[str, type[BatchImageEnv]] = {"residual_denoise": ResidualDenoiseEnv, "pixelrl_denoise": FilterDenoiseEnv}
 
@@ -42,5 +49,18 @@ def make_env(cfg) -> BatchImageEnv:
     return task_class(cfg.name).from_config(cfg)
 
 
-__all__ = ["BatchImageEnv", "DenoiseEnv", "Episode", "FilterDenoiseEnv", "ResidualDenoiseEnv", "TASKS", "make_env",
-           "register_task", "task_class"]
+def stored_task(name: str, values: dict[str, Any], where: str = "arch.task_options") -> BatchImageEnv:
+    """The task ``name`` from the options a checkpoint stored (:meth:`TaskOptions.values`). An option the task
+    no longer has is left out and one it did not have then takes its default (the architectures of checkpoints
+    written before tasks stored their options hold the action set alone)."""
+    cls = task_class(name)
+    known = {f.name for f in dataclasses.fields(cls.Options)}
+    options = build_checked(cls.Options, {k: v for k, v in values.items() if k in known}, where + ".",
+                            "checkpoint field")
+    options.check(f"checkpoint field {where}")
+    return cls.from_config(options)
+
+
+__all__ = ["BatchImageEnv", "DenoiseEnv", "DenoiseOptions", "Episode", "FilterDenoiseEnv", "FilterDenoiseOptions",
+           "ResidualDenoiseEnv", "ResidualDenoiseOptions", "TASKS", "TaskOptions", "make_env", "register_task",
+           "stored_task", "task_class"]

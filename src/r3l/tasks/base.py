@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from r3l.errors import R3LError
+from r3l.schema import positive
+
+
+@dataclass
+class TaskOptions:
+    """The options of a task, its ``env.*`` config keys, which checkpoints store: every task has these two; a task
+    with more declares a subclass as its :attr:`BatchImageEnv.Options`, and each is then a config key."""
+
+    n_actions: int = positive(27)
+    """Actions per pixel (and channel): odd, so that the middle one can mean "no change"."""
+    steps: int = positive(6)
+    """Steps per episode, and of inference."""
+
+    def check(self, where: str = "config key env") -> None:
+        """What the field types cannot say, as an error naming the key (``where``: the section's name)."""
+        if self.n_actions % 2 == 0:
+            raise R3LError(f"{where}.n_actions: must be odd so that one action means 'no change', got {self.n_actions}")
+
+    def values(self) -> dict[str, Any]:
+        """The options as keyword arguments (and as a checkpoint stores them), whatever else the object holds."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(type(self)) if f.name != "name"}
 
 
 @dataclass
@@ -30,15 +55,18 @@ class BatchImageEnv(ABC):
     registry name or a dotted path (``env.name: mypackage.tasks:MyTask``, see :mod:`r3l.tasks`).
     """
 
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
+    """The dataclass of this task's options (``env.*``); :meth:`from_config` receives one."""
     n_actions: int
     steps: int
     reach: int = 0
     """How many pixels away :meth:`transition` reads (a 5×5 filter: 2); tiled inference widens its margins by it."""
 
     @classmethod
-    def from_config(cls, cfg) -> "BatchImageEnv":
-        """The task for an ``env`` config section; by default ``cls(n_actions=..., steps=...)``."""
-        return cls(n_actions=cfg.n_actions, steps=cfg.steps)
+    def from_config(cls, options: TaskOptions) -> "BatchImageEnv":
+        """The task for its options: a config's ``env`` section in training, a checkpoint's task options in
+        inference. By default ``cls(**options.values())``: every option is a keyword argument."""
+        return cls(**options.values())
 
     @abstractmethod
     def start(self, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -66,12 +94,18 @@ class BatchImageEnv(ABC):
 
         return on_tensor(lambda x: self.start(x, image_generator(name, seed)), image)
 
-    @classmethod
-    def from_spec(cls, arch) -> "BatchImageEnv":
-        """The task as inference needs it, from a checkpoint's :class:`~r3l.models.spec.ArchSpec`: only
-        :meth:`transition` (and :meth:`candidates`) are used, so no degradation or ground truth is involved. By
-        default ``cls(n_actions=arch.n_actions, steps=arch.steps)``."""
-        return cls(n_actions=arch.n_actions, steps=arch.steps)
+    def episode_metrics(self, start: torch.Tensor, end: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the trainer logs of an episode (or a supervised step) from its first state ``start`` to its last
+        ``end``, against ``target`` (all ``(B, C, H, W)``), as device-side scalars: by default the mean PSNR
+        gain, ``charts/psnr_gain`` (dB)."""
+        from r3l.metrics import batch_psnr
+
+        return {"charts/psnr_gain": (batch_psnr(end, target) - batch_psnr(start, target)).mean()}
+
+    def validation_level(self) -> float:
+        """The level :meth:`test_input` gets in validation when the config names none (``data.val_sigma`` 0):
+        by default 0, which a task without levels ignores."""
+        return 0.0
 
     def candidates(self, state: torch.Tensor) -> torch.Tensor | None:
         """The next state under every action, ``(B, C, A, H, W)``, or ``None`` if the task does not enumerate

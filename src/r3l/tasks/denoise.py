@@ -2,14 +2,64 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from r3l.config import EnvConfig
 from r3l.errors import R3LError
-from r3l.tasks.base import BatchImageEnv
+from r3l.schema import positive
+from r3l.tasks.base import BatchImageEnv, TaskOptions
 from r3l.tasks.filters import bilateral_filter, box_blur, gaussian_blur, median_blur
 from r3l.degradation import noise_model, noisy_version
+
+
+def checked_noise(noise: str, sigma: float | list[float] | tuple[float, float], where: str = "config key env"):
+    """The noise model named ``noise``, with ``sigma`` (a level, or a ``[low, high]`` range) checked against it;
+    an error names ``where``'s key."""
+    if isinstance(sigma, (list, tuple)):
+        if len(sigma) != 2 or not 0 <= sigma[0] <= sigma[1]:
+            raise R3LError(f"{where}.sigma: a range must be [low, high] with 0 <= low <= high, got {list(sigma)}")
+    elif sigma < 0:
+        raise R3LError(f"{where}.sigma: must not be negative, got {sigma}")
+    model = noise_model(noise, f"{where}.noise")
+    for level in sigma if isinstance(sigma, (list, tuple)) else (sigma,):
+        model.check_level(level, f"{where}.sigma")
+    return model
+
+
+@dataclass
+class DenoiseOptions(TaskOptions):
+    """The options of the denoising tasks. Noise levels are σ on the 0–255 scale for the Gaussian models."""
+
+    sigma: float | list[float] = 25.0
+    """Noise level: σ on the 0–255 scale for the Gaussian noise models, the peak for ``poisson``, the density for
+    ``salt_pepper``; a pair ``[lo, hi]`` draws a level per image uniformly from that range (blind training)."""
+    noise: str = "gaussian"
+    """The noise model, one of :data:`r3l.degradation.NOISES`."""
+    clip_noisy: bool = False
+    """Clip the noisy input to [0, 1]. The paper's code and the literature's tests leave it unclipped."""
+
+    def check(self, where: str = "config key env") -> None:
+        super().check(where)
+        checked_noise(self.noise, self.sigma, where)
+
+    def level(self) -> float | tuple[float, float]:
+        """``sigma`` as the task takes it (a range as a tuple)."""
+        return tuple(self.sigma) if isinstance(self.sigma, list) else self.sigma
+
+
+@dataclass
+class ResidualDenoiseOptions(DenoiseOptions):
+    action_step: float = positive(1.0)
+    """Each action adds ``(k - n_actions // 2) * action_step / 255``."""
+
+
+@dataclass
+class FilterDenoiseOptions(DenoiseOptions):
+    n_actions: int = positive(9)
+    """pixelRL's 9 filter actions (the only count the task takes)."""
+    steps: int = positive(5)
 
 
 class DenoiseEnv(BatchImageEnv):
@@ -22,12 +72,12 @@ class DenoiseEnv(BatchImageEnv):
     of inference is (see :mod:`r3l.denoiser`).
     """
 
+    Options = DenoiseOptions
+
     def __init__(self, sigma: float | tuple[float, float] = 25.0, n_actions: int = 27, steps: int = 6,
                  clip_noisy: bool = False, noise: str = "gaussian"):
         self.sigma, self.n_actions, self.steps, self.clip_noisy = sigma, n_actions, steps, clip_noisy
-        self.noise = noise_model(noise, "config key env.noise")
-        for level in sigma if isinstance(sigma, (list, tuple)) else (sigma,):
-            self.noise.check_level(level, "config key env.sigma")
+        self.noise = checked_noise(noise, sigma)
 
     def sigmas(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
         """The noise level per image, shape (B, 1, 1, 1) (σ on the 0–255 scale for Gaussian noise)."""
@@ -46,6 +96,10 @@ class DenoiseEnv(BatchImageEnv):
     def reward(self, state: torch.Tensor, next_state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return 255.0 * ((state - target).square() - (next_state - target).square())
 
+    def validation_level(self) -> float:
+        """The training level, the middle of a range."""
+        return sum(self.sigma) / 2 if isinstance(self.sigma, (list, tuple)) else self.sigma
+
     def test_input(self, image: np.ndarray, name: str, level: float, seed: int) -> np.ndarray:
         """The evaluation protocol's noisy image at ``level`` (:func:`r3l.degradation.noisy_version`, unclipped)."""
         return noisy_version(image, name, level, seed, self.noise.name)
@@ -58,10 +112,6 @@ class DenoiseEnv(BatchImageEnv):
         error = (state.float() - target.float()).unsqueeze(2)
         return 255.0 * (error.square() - (candidates.float() - target.float().unsqueeze(2)).square())
 
-    @staticmethod
-    def _config_level(cfg: EnvConfig) -> float | tuple[float, float]:
-        return tuple(cfg.sigma) if isinstance(cfg.sigma, list) else cfg.sigma
-
 
 class ResidualDenoiseEnv(DenoiseEnv):
     """R3L's task: each action adds a small residual to its pixel.
@@ -73,6 +123,8 @@ class ResidualDenoiseEnv(DenoiseEnv):
         clip_noisy: clip the noisy start image to [0, 1] (off, as in the paper's code and DnCNN's tests).
         noise: the noise model (:data:`r3l.degradation.NOISES`), Gaussian by default.
     """
+
+    Options = ResidualDenoiseOptions
 
     def __init__(
         self,
@@ -111,12 +163,9 @@ class ResidualDenoiseEnv(DenoiseEnv):
         return -255.0 * deltas * (2.0 * error + deltas)
 
     @classmethod
-    def from_config(cls, cfg: EnvConfig) -> "ResidualDenoiseEnv":
-        return cls(cls._config_level(cfg), cfg.n_actions, cfg.action_step, cfg.steps, cfg.clip_noisy, cfg.noise)
-
-    @classmethod
-    def from_spec(cls, arch) -> "ResidualDenoiseEnv":
-        return cls(n_actions=arch.n_actions, action_step=arch.action_step, steps=arch.steps)
+    def from_config(cls, options: ResidualDenoiseOptions) -> "ResidualDenoiseEnv":
+        return cls(options.level(), options.n_actions, options.action_step, options.steps, options.clip_noisy,
+                   options.noise)
 
 
 #: pixelRL's denoising actions, in its order (spec, "pixelRL's denoising action set").
@@ -133,6 +182,7 @@ class FilterDenoiseEnv(DenoiseEnv):
     pixel takes its own action's result. 5 steps and the denoising reward, as in pixelRL.
     """
 
+    Options = FilterDenoiseOptions
     N_ACTIONS = len(FILTER_ACTIONS)
     reach = 2
 
@@ -156,9 +206,5 @@ class FilterDenoiseEnv(DenoiseEnv):
         return self.candidates(state).gather(2, actions.unsqueeze(2)).squeeze(2)
 
     @classmethod
-    def from_config(cls, cfg: EnvConfig) -> "FilterDenoiseEnv":
-        return cls(cls._config_level(cfg), cfg.steps, cfg.clip_noisy, cfg.noise, cfg.n_actions)
-
-    @classmethod
-    def from_spec(cls, arch) -> "FilterDenoiseEnv":
-        return cls(steps=arch.steps, n_actions=arch.n_actions)
+    def from_config(cls, options: FilterDenoiseOptions) -> "FilterDenoiseEnv":
+        return cls(options.level(), options.steps, options.clip_noisy, options.noise, options.n_actions)

@@ -287,7 +287,7 @@ def model_loaders(checkpoints: list[str], names: list[str], device: str) -> dict
     """What the page offers: each ``--checkpoint`` (by file name), each ``--model NAME``, else every model of
     the registry; loaded on first use."""
     from r3l.denoiser import open_denoiser
-    from r3l.io.checkpoint import load_checkpoint
+    from r3l.models.checkpoint import load_checkpoint
     from r3l.models.zoo import find_model, list_models
 
     loaders: dict[str, Callable] = {}

@@ -24,9 +24,10 @@ from r3l.models.spec import ArchSpec
 from r3l.io.files import atomic_write_bytes, to_json
 
 FORMAT = "r3l-checkpoint"
-FORMAT_VERSION = 2
-"""Version 2: the checksum covers the JSON header as well as the tensors (version 1: tensors only; still read,
-with every header field validated)."""
+FORMAT_VERSION = 3
+"""Version 3: the architecture is ``{model, options, task, task_options}`` (:meth:`ArchSpec.to_dict`). Version 2
+(a flat architecture) and version 1 (a flat architecture, and a checksum of the tensors only; since version 2 it
+covers the JSON header too) are still read, every header field validated."""
 
 
 @dataclass
@@ -135,7 +136,7 @@ def load_checkpoint(path: str | Path, with_training_state: bool = False) -> Chec
     if meta.get("format") != FORMAT:
         raise R3LError(f"{path}: not an r3l checkpoint (no r3l metadata)")
     version = meta.get("format_version")
-    if version not in (1, FORMAT_VERSION) or isinstance(version, bool):
+    if version not in (1, 2, FORMAT_VERSION) or isinstance(version, bool):
         raise R3LError(f"{path}: checkpoint format version {version!r} is not supported")
     try:
         tensors = st_load(raw)
@@ -165,11 +166,11 @@ def load_weights(net: torch.nn.Module, ckpt: Checkpoint, expected: ArchSpec | di
                  path: str | Path) -> None:
     """Load ``ckpt``'s weights into ``net``, or explain what the file holds and what was expected."""
     expected = ArchSpec.coerce(expected)
-    relevant = ("name", "channels", "features", "n_actions", "depth")
-    if any(getattr(ckpt.arch, k) != getattr(expected, k) for k in relevant):
-        raise R3LError(f"{path}: checkpoint holds {ckpt.arch.describe()}; expected {expected.describe()}")
     own = net.state_dict()
-    if set(own) != set(ckpt.model) or any(own[k].shape != ckpt.model[k].shape for k in own):
+    fits = set(own) == set(ckpt.model) and all(own[k].shape == ckpt.model[k].shape for k in own)
+    if ckpt.arch.name != expected.name or (not fits and ckpt.arch.describe() != expected.describe()):
+        raise R3LError(f"{path}: checkpoint holds {ckpt.arch.describe()}; expected {expected.describe()}")
+    if not fits:
         raise R3LError(f"{path}: checkpoint weights do not fit {expected.describe()}")
     net.load_state_dict(ckpt.model)
 
