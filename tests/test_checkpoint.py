@@ -116,3 +116,34 @@ def test_an_architecture_header_names_the_field_it_cannot_use(tmp_path):
         with pytest.raises(R3LError) as info:
             ArchSpec.coerce({**good, **change}, "h arch")
         assert message in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["v2_run_r3l", "v2_run_dncnn"])
+def test_a_run_written_by_format_version_2_resumes_with_its_own_config(name, tmp_path):
+    """``tests/data/<name>/`` is a run stopped at episode 2 of 4 by r3l's format version 2: its config.yaml lists
+    the keys of the single ``env``/``model`` sections (``model.depth`` for R3L, ...) and its checkpoint has the
+    flat header. ``r3l train --resume`` with that config continues it to the end. (Single-threaded, the resumed
+    weights equal those of the uninterrupted version-2 run: hashes in docs/architecture.md.)"""
+    import shutil
+
+    from r3l.cli import main
+
+    run = tmp_path / name
+    shutil.copytree(Path(__file__).parent / "data" / name, run)
+    assert main(["train", "--config", str(run / "config.yaml"), "--run-dir", str(run), "--resume"]) == 0
+    done = load_checkpoint(run / "last.safetensors", with_training_state=True)
+    assert done.episode == 4 and done.optim_state
+    raw = (run / "last.safetensors").read_bytes()
+    assert json.loads(json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]["r3l"])[
+        "format_version"] == 3
+
+
+def test_a_key_of_another_model_is_refused_unless_it_holds_the_old_default():
+    from r3l.config import from_dict
+
+    base = {"data": {"train": "skimage"}}
+    assert from_dict({**base, "model": {"name": "r3l", "depth": 17}}).model.name == "r3l"  # an old config.yaml
+    with pytest.raises(R3LError, match="unknown config key model.depth"):
+        from_dict({**base, "model": {"name": "r3l", "depth": 5}})
+    with pytest.raises(R3LError, match="unknown config key env.action_step"):
+        from_dict({**base, "env": {"name": "pixelrl_denoise", "action_step": 2.0}})

@@ -183,6 +183,27 @@ def _component(values: dict[str, Any], key: str, default: str) -> str:
     return name
 
 
+#: The keys the ``env`` and ``model`` sections had, with their defaults, when each was one section for every
+#: task and every model (the ``config.yaml`` of such a run lists them all).
+SINGLE_SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "env": {"sigma": 25.0, "noise": "gaussian", "n_actions": 27, "action_step": 1.0, "steps": 6,
+            "clip_noisy": False},
+    "model": {"head_init": "kaiming", "policy_form": "logits", "max_step": 0.0, "depth": 17},
+}
+
+
+def _drop_single_section_defaults(values: dict[str, Any], cls: type) -> None:
+    """Leave out a key that this run's task or model does not have when it holds the default it had in the
+    single sections: a config written by r3l before components owned their options still reads. Any other
+    value of such a key stays, and is refused as an unknown key."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    for section, defaults in SINGLE_SECTION_DEFAULTS.items():
+        own = {f.name for f in dataclasses.fields(fields[section])}
+        given = values.get(section, {})
+        for key in [k for k in given if k not in own and k in defaults and given[k] == defaults[k]]:
+            del given[key]
+
+
 def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> Config:
     """Resolve a raw mapping (from YAML) plus ``key=value`` overrides into a checked :class:`Config`."""
     values = copy.deepcopy(values or {})
@@ -194,6 +215,7 @@ def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> Config:
         raise R3LError(f"config key preset: {preset!r} is not one of {', '.join(PRESETS)}")
     merged = deep_merge(PRESETS[preset], values)
     cls = config_class(_component(merged, "env", DEFAULT_TASK), _component(merged, "model", DEFAULT_MODEL))
+    _drop_single_section_defaults(merged, cls)
     cfg = build_dataclass(cls, merged, switch_words=SWITCH_WORDS)
     _validate(cfg)
     return cfg
