@@ -27,7 +27,7 @@ from r3l.denoiser import Denoiser, open_denoiser
 from r3l.errors import R3LError, warn
 from r3l.evaluation.figures import grid, label, plot_psnr, table_markdown
 from r3l.metrics import to_uint8
-from r3l.evaluation.protocol import evaluate, write_csv
+from r3l.evaluation.protocol import evaluate, psnr_8bit, write_csv
 from r3l.io.data import NamedImage, load_images
 from r3l.degradation import noisy_version
 from r3l.io.files import atomic_write_bytes, expand_path, to_json, write_json
@@ -303,17 +303,14 @@ def summarize_benchmark(cfg: BenchmarkConfig, rows: list[dict]) -> dict:
 
 def example_grid(cfg: BenchmarkConfig, image: NamedImage, methods: dict[str, Callable], path: Path) -> None:
     """Noisy, each method's output and the clean image for one test image at σ_train, as one PNG."""
-    from r3l.metrics import psnr
-
-    clean = image.float
-    noisy = noisy_version(clean, image.name, cfg.sigma_train, cfg.seed)
+    clean = image.float[:, :, 0]
+    noisy = noisy_version(image.float, image.name, cfg.sigma_train, cfg.seed)
     batch = torch.from_numpy(noisy).permute(2, 0, 1)[None]
-    clean8 = to_uint8(clean[:, :, 0])
-    tiles = [label(to_uint8(noisy[:, :, 0]), f"noisy {psnr(to_uint8(noisy[:, :, 0]), clean8):.2f} dB")]
+    tiles = [label(to_uint8(noisy[:, :, 0]), f"noisy {psnr_8bit(clean, noisy[:, :, 0]):.2f} dB")]
     for name, method in methods.items():
-        out8 = to_uint8(method(batch)[0, 0].float().cpu().numpy())
-        tiles.append(label(out8, f"{name} {psnr(out8, clean8):.2f} dB"))
-    tiles.append(label(clean8, f"clean ({image.name})"))
+        out = method(batch)[0, 0].float().cpu().numpy()
+        tiles.append(label(to_uint8(out), f"{name} {psnr_8bit(clean, out):.2f} dB"))
+    tiles.append(label(to_uint8(clean), f"clean ({image.name})"))
     per_row = 4
     write_image(path, grid([tiles[i : i + per_row] for i in range(0, len(tiles), per_row)]) / 255.0)
 

@@ -42,6 +42,11 @@ def _groups(images: list[NamedImage], max_pixels: int) -> list[list[int]]:
     return out
 
 
+def psnr_8bit(clean: np.ndarray, estimate: np.ndarray) -> float:
+    """The protocol's PSNR of one image in [0, 1]: both clipped and rounded to 8 bits first (no border crop)."""
+    return psnr(to_uint8(estimate), to_uint8(clean))
+
+
 def quality(clean: np.ndarray, estimate: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
     """The protocol's metrics of one image ``(H, W, C)`` in [0, 1]: the estimate's and the noisy input's PSNR
     and SSIM against the clean image, each clipped and rounded to 8 bits first (no border crop)."""
