@@ -90,3 +90,10 @@ def test_yaml_booleans_mean_on_and_off_for_every_switch(tmp_path, word, meaning)
 def test_a_boolean_for_a_string_key_without_on_off_is_an_error():
     with pytest.raises(R3LError, match="train.precision: expected a string, got False"):
         from_dict({}, ["train.precision=off"])
+
+
+def test_validation_levels_are_checked_by_the_task():
+    base = {"data": {"train": "skimage", "val_sigma": [0.2, 1.5]}}
+    with pytest.raises(R3LError, match="config key data.val_sigma: the salt_pepper noise density must lie in"):
+        from_dict({**base, "env": {"name": "pixelrl_denoise", "noise": "salt_pepper", "sigma": 0.1}})
+    assert from_dict({**base, "env": {"sigma": 25}}).data.val_sigma == [0.2, 1.5]  # Gaussian σ: any ≥ 0

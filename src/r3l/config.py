@@ -104,8 +104,8 @@ def _section(label: str, name: str, *options: type) -> type:
 
 
 @functools.lru_cache(maxsize=None)
-def _config_class(task: str, model: str, algorithms: tuple[tuple[str, type], ...]) -> type:
-    env = _section("Env", task, task_class(task).Options)
+def _config_class(task: str, options: type, model: str, algorithms: tuple[tuple[str, type], ...]) -> type:
+    env = _section("Env", task, options)
     arch = _section("Model", model, InitOptions, architecture(model, "config key model.name").options)
     sections = [("env", env, field(default_factory=env)), ("model", arch, field(default_factory=arch))]
     sections += [(key, algo.Options, field(default_factory=algo.Options)) for key, algo in algorithms]
@@ -115,7 +115,7 @@ def _config_class(task: str, model: str, algorithms: tuple[tuple[str, type], ...
 def config_class(task: str = DEFAULT_TASK, model: str = DEFAULT_MODEL) -> type:
     """The :class:`Config` of a run of ``model`` on ``task``: its sections are those components' dataclasses and
     every registered algorithm's."""
-    return _config_class(task, model, tuple((key, algo) for key, algo in ALGORITHMS.items()))
+    return _config_class(task, task_class(task).Options, model, tuple(ALGORITHMS.items()))
 
 
 #: Values the original R3L code used, minus its defects (see docs/config.md).
@@ -159,13 +159,9 @@ def _validate(cfg: Config) -> None:
                                       f"config key {entry.algorithm}")
     if entry.policy and cfg.env.n_actions < 3:
         raise R3LError(f"config key env.n_actions: need at least 3 actions, got {cfg.env.n_actions}")
-    if hasattr(cfg.env, "noise"):
-        from r3l.degradation import noise_model
-
-        noise = noise_model(cfg.env.noise, "config key env.noise")
-        for level in cfg.data.val_sigma if isinstance(cfg.data.val_sigma, list) else [cfg.data.val_sigma]:
-            if level:
-                noise.check_level(level, "config key data.val_sigma")
+    for level in cfg.data.val_sigma if isinstance(cfg.data.val_sigma, list) else [cfg.data.val_sigma]:
+        if level:
+            cfg.env.check_test_level(level, "config key data.val_sigma")
     if not cfg.data.train.strip():
         raise R3LError("config key data.train: required, a folder of training images (or skimage)")
     if cfg.train.deterministic and cfg.train.cudnn_benchmark == "on":

@@ -29,6 +29,10 @@ class TaskOptions:
         if self.n_actions % 2 == 0:
             raise R3LError(f"{where}.n_actions: must be odd so that one action means 'no change', got {self.n_actions}")
 
+    def check_test_level(self, level: float, key: str) -> None:
+        """An error naming ``key`` if ``level`` cannot be a test level of this task (:meth:`BatchImageEnv.test_input`'s;
+        a task without levels takes any)."""
+
     def values(self) -> dict[str, Any]:
         """The options as keyword arguments (and as a checkpoint stores them), whatever else the object holds."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(type(self)) if f.name != "name"}

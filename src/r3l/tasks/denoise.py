@@ -44,6 +44,9 @@ class DenoiseOptions(TaskOptions):
         super().check(where)
         checked_noise(self.noise, self.sigma, where)
 
+    def check_test_level(self, level: float, key: str) -> None:
+        noise_model(self.noise, "config key env.noise").check_level(level, key)
+
     def level(self) -> float | tuple[float, float]:
         """``sigma`` as the task takes it (a range as a tuple)."""
         return tuple(self.sigma) if isinstance(self.sigma, list) else self.sigma
