@@ -12,7 +12,7 @@ from r3l.config import from_dict
 from r3l.io.data import EpisodeBatches
 from r3l.io.files import to_json
 from r3l.runtime import configure_torch, pick_device
-from r3l.trainer import Trainer
+from r3l.training.trainer import Trainer
 
 
 def sync(device: torch.device) -> None:

@@ -37,7 +37,7 @@ import torch
 from common import emit
 from torch.utils.flop_counter import FlopCounterMode
 
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
 from r3l.metrics import psnr, to_uint8
 from r3l.io.data import load_images
@@ -210,7 +210,7 @@ def training(args: argparse.Namespace) -> dict:
     from r3l.config import load_config
     from r3l.io.data import EpisodeBatches
     from r3l.runtime import configure_torch
-    from r3l.trainer import Trainer
+    from r3l.training.trainer import Trainer
 
     out = {}
     for path in args.train_config:
@@ -247,7 +247,7 @@ def validation(args: argparse.Namespace) -> dict:
 
     from r3l.config import load_config
     from r3l.runtime import configure_torch
-    from r3l.trainer import Trainer
+    from r3l.training.trainer import Trainer
 
     cfg = load_config(args.train_config[0], [f"data.val={args.validate_data}", "data.val_max_images=0",
                                             f"train.threads={args.threads}", "train.progress=false",

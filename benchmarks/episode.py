@@ -25,7 +25,7 @@ import torch
 from common import EpisodeSetup, add_episode_args, device_name, emit, peak_device_mib, peak_host_mib, sync
 from torch.utils.flop_counter import FlopCounterMode
 
-from r3l.trainer import Trainer
+from r3l.training.trainer import Trainer
 
 
 def network_work(trainer: Trainer, clean: torch.Tensor):

@@ -16,7 +16,7 @@ DNCNN_WEIGHTS = SHARED / "weights" / "dncnn_25.pth"
 if os.environ.get("CI") and not DNCNN_WEIGHTS.is_file():
     # CI has the research data beside its clone; a missing copy must fail the run, not skip the referee tests.
     raise RuntimeError(f"CI is set but the research data is missing: {DNCNN_WEIGHTS}")
-# Exported inference graphs (r3l.engines) go to a folder of this test run, not the user's cache.
+# Exported inference graphs (r3l.inference.engines) go to a folder of this test run, not the user's cache.
 os.environ["R3L_CACHE_DIR"] = tempfile.mkdtemp(prefix="r3l-test-cache-")
 needs_shared = pytest.mark.skipif(not DNCNN_WEIGHTS.is_file(), reason=f"research data not found at {SHARED}")
 
@@ -81,7 +81,7 @@ def train_tiny(root: Path, episodes: int = 2, validate: bool = True, steps: int 
     import yaml
 
     from r3l.config import from_dict
-    from r3l.trainer import Trainer
+    from r3l.training.trainer import Trainer
 
     rng = np.random.default_rng(0)
     for i in range(3):

@@ -71,7 +71,7 @@ def test_inference_benchmark_in_bf16_reports_its_difference(tiny_folder):
 def test_training_run_summary(tiny_folder):
     from conftest import tiny_config
     from r3l.config import from_dict
-    from r3l.trainer import Trainer
+    from r3l.training.trainer import Trainer
 
     run_dir = tiny_folder / "run"
     Trainer(from_dict(tiny_config(str(tiny_folder / "train"), str(tiny_folder / "test"), episodes=6,

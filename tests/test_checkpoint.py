@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from r3l.models.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
 from r3l.models.networks import ActorCritic
 

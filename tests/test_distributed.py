@@ -23,7 +23,7 @@ from r3l.distributed import World
 from r3l.models.checkpoint import load_checkpoint
 from r3l.io.images import write_image
 from r3l.runtime import configure_torch
-from r3l.trainer import Trainer
+from r3l.training.trainer import Trainer
 
 
 def _free_port() -> int:

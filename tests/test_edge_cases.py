@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import DNCNN_WEIGHTS, needs_shared, one_error, train_tiny
 from r3l.models.checkpoint import load_checkpoint
 from r3l.cli import main
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError, R3LWarning
 from r3l.io.images import read_image, read_image_with_alpha, write_image
 

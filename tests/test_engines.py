@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-import r3l.engines as engines
-import r3l.export
+import r3l.inference.engines as engines
+import r3l.inference.export
 from conftest import one_error, train_tiny
 from r3l.cli import main
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError, R3LWarning
 from r3l.io.images import write_image
 from r3l.models.spec import ArchSpec, build_network
@@ -40,13 +40,13 @@ def cache(tmp_path, monkeypatch):
 def _exports(monkeypatch) -> list:
     """Count the ONNX exports that follow."""
     calls = []
-    real = r3l.export.write_onnx
+    real = r3l.inference.export.write_onnx
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(r3l.export, "write_onnx", counting)
+    monkeypatch.setattr(r3l.inference.export, "write_onnx", counting)
     return calls
 
 
@@ -202,7 +202,7 @@ def test_command_line_engine_and_verbose(r3l_checkpoint, tmp_path, capsys):
 
 def test_training_validation_runs_on_onnxruntime_as_on_torch(tmp_path, monkeypatch):
     from r3l.config import from_dict
-    from r3l.trainer import Trainer
+    from r3l.training.trainer import Trainer
 
     root = train_tiny(tmp_path, episodes=2, validate=False)
     import yaml

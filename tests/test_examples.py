@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 from r3l.cli import main
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.models.checkpoint import load_checkpoint
 
 EXAMPLES = ROOT / "examples"

@@ -6,9 +6,9 @@ import torch
 
 from conftest import DATASETS, DNCNN_WEIGHTS, needs_shared, train_tiny
 from r3l.cli import main
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.export import InferenceProgram, export_onnx, export_pt2, onnx_session
+from r3l.inference.export import InferenceProgram, export_onnx, export_pt2, onnx_session
 from r3l.io.data import load_images
 from r3l.degradation import noisy_version
 from r3l.models.spec import ArchSpec, build_network

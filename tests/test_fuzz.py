@@ -127,7 +127,7 @@ def _tiny_denoiser():
     if not _DENOISER:
         import torch
 
-        from r3l.denoiser import Denoiser
+        from r3l.inference.denoiser import Denoiser
         from r3l.models.spec import build_network
 
         torch.manual_seed(0)

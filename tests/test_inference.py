@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.models.networks import R3N, ActorCritic, DnCNN
 
 ARCHS = {

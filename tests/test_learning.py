@@ -17,7 +17,7 @@ from r3l.config import from_dict
 from r3l.tasks.denoise import ResidualDenoiseEnv
 from r3l.models.networks import ActorCritic
 from r3l.algos.ppo import all_action_objective, all_action_targets
-from r3l.trainer import Trainer
+from r3l.training.trainer import Trainer
 
 ENTROPY_FLOOR = 1.5
 """nats; uniform over 27 actions is 3.30, a collapsed policy is near 0."""

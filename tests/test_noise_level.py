@@ -6,7 +6,7 @@ import torch
 
 from conftest import smooth_image
 from r3l.cli import main
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.models.checkpoint import Checkpoint, save_checkpoint
 from r3l.io.images import write_image
 from r3l.models.networks import R3N

@@ -8,7 +8,7 @@ import torch
 
 from conftest import DATASETS, needs_shared
 from r3l.cli import main
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
 from r3l.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from r3l.models.networks import OPPONENT, R3N, OpponentColour
@@ -87,7 +87,7 @@ def test_an_opponent_colour_r3n_trains_from_a_gray_checkpoint(tmp_path):
     and training on colour crops moves them."""
     from conftest import tiny_config
     from r3l.config import from_dict
-    from r3l.trainer import Trainer
+    from r3l.training.trainer import Trainer
 
     gray = gray_r3n(features=4)
     save_checkpoint(tmp_path / "g.safetensors", Checkpoint(ArchSpec.of("r3n", features=4, steps=2),

@@ -10,7 +10,7 @@ from r3l.models.networks import ActorCritic
 from r3l.models.checkpoint import load_checkpoint
 from r3l.algos.optim import LossScale, Precision, autocast, make_adam, resolve_precision
 from r3l.algos.ppo import log_prob_entropy
-from r3l.trainer import Trainer
+from r3l.training.trainer import Trainer
 
 CPU = torch.device("cpu")
 
@@ -181,7 +181,7 @@ def test_guarded_step_leaves_weights_moments_and_count_untouched_when_not_finite
 
 
 def test_auto_compile_is_cuda_graphs_for_r3l_on_cuda_only():
-    from r3l.trainer import compile_plan
+    from r3l.training.trainer import compile_plan
 
     cuda = torch.device("cuda")
     r3l = from_dict(tiny_config("t", "", episodes=2))

@@ -20,7 +20,7 @@ from r3l.errors import R3LError
 from r3l.models.checkpoint import Checkpoint, load_checkpoint, previous_path, save_checkpoint
 from r3l.io.images import list_images, read_image, write_image
 from r3l.models.networks import ActorCritic
-from r3l.trainer import Trainer
+from r3l.training.trainer import Trainer
 
 ARCH = {"name": "r3l", "channels": 1, "features": 8, "n_actions": 27, "action_step": 1.0, "steps": 6}
 

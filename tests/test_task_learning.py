@@ -10,7 +10,7 @@ import pytest
 
 from conftest import DATASETS, needs_shared
 from r3l.config import from_dict
-from r3l.trainer import Trainer
+from r3l.training.trainer import Trainer
 
 
 def small_config(channels: int, train: str, val: str, episodes: int, env: dict | None = None) -> dict:

@@ -69,7 +69,7 @@ def test_channel_order_survives_env_and_image_io(tmp_path):
 
 def test_colour_denoiser_keeps_channel_order(tmp_path):
     """A colour R3L whose policy always picks 'no change' returns the image unchanged, channels in place."""
-    from r3l.denoiser import Denoiser
+    from r3l.inference.denoiser import Denoiser
     from r3l.models.networks import ActorCritic
     from r3l.models.spec import ArchSpec
 
@@ -98,7 +98,7 @@ def test_blind_sampling_covers_its_range():
 
 def test_blind_configs_validate_at_several_sigmas(tmp_path):
     from conftest import smooth_image, tiny_config
-    from r3l.trainer import Trainer
+    from r3l.training.trainer import Trainer
 
     rng = np.random.default_rng(0)
     for i in range(3):
@@ -264,7 +264,7 @@ def test_pixelrl_config_and_tiled_inference(tmp_path):
     equals untiled inference."""
     from conftest import ROOT
     from r3l.config import load_config
-    from r3l.denoiser import Denoiser
+    from r3l.inference.denoiser import Denoiser
     from r3l.models.spec import build_network, spec_from_config
 
     cfg = load_config(ROOT / "configs" / "pixelrl_gray_sigma25.yaml", ["model.features=8", "model.init=scratch"])

@@ -6,9 +6,9 @@ from conftest import tiny_config
 from r3l.models.checkpoint import load_checkpoint
 from r3l.config import from_dict
 from r3l.io.data import load_images
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.evaluation.protocol import evaluate, summarize
-from r3l.trainer import Trainer
+from r3l.training.trainer import Trainer
 
 
 def test_short_training_on_bundled_images_beats_the_noisy_input(tmp_path):

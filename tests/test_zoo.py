@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import DATASETS, needs_shared, train_tiny
 from r3l.cli import main
-from r3l.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
 from r3l.models.spec import ArchSpec, build_network
 from r3l.evaluation.cards import pack_model, subset_psnr

@@ -2,7 +2,7 @@
 
 :func:`configure_torch` is the one place that changes torch's global state (threads, deterministic algorithms,
 cuDNN autotuning, TF32, dynamo's error handling). The command line calls it before training; a program that
-drives :class:`r3l.trainer.Trainer` itself calls it too, or keeps its own settings.
+drives :class:`r3l.training.trainer.Trainer` itself calls it too, or keeps its own settings.
 """
 
 from __future__ import annotations

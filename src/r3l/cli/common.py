@@ -65,14 +65,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="say what each model runs on (engine, precision, memory layout, threads)")
 
 
-#: Of the third-party networks (:data:`r3l.denoiser.WEIGHT_FORMATS`), the ones that are policies (``--decode``
+#: Of the third-party networks (:data:`r3l.inference.denoiser.WEIGHT_FORMATS`), the ones that are policies (``--decode``
 #: applies).
 POLICY_WEIGHT_MODELS = ("pixelrl",)
 
 
 def check_model_args(args: argparse.Namespace) -> None:
     """Refuse contradictory model arguments before anything is loaded."""
-    from r3l.denoiser import WEIGHT_FORMATS
+    from r3l.inference.denoiser import WEIGHT_FORMATS
 
     if args.checkpoint and (args.model or args.weights):
         raise R3LError("give either --checkpoint CKPT or --model NAME, not both")
@@ -87,7 +87,7 @@ def check_model_args(args: argparse.Namespace) -> None:
 def load_denoiser(args: argparse.Namespace, channels: int = 1):
     """--checkpoint, a third-party network (--model dncnn/ircnn/pixelrl --weights), or a registry model (--model
     NAME; without one, the default model for images of ``channels`` channels)."""
-    from r3l.denoiser import open_denoiser
+    from r3l.inference.denoiser import open_denoiser
 
     check_model_args(args)
     options = {"precision": args.precision, "compile": args.compile, "self_ensemble": args.self_ensemble,

@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from r3l.demo import run_demo
+    from r3l.training.demo import run_demo
 
     run_demo(Path(args.out_dir), args.episodes, args.device, args.sigma, progress=not args.quiet)
     return 0

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from r3l.export import ONNX_OPSET, export_onnx, export_pt2
+    from r3l.inference.export import ONNX_OPSET, export_onnx, export_pt2
 
     if bool(args.onnx) == bool(args.pt2):
         raise R3LError("give one of --onnx OUT.onnx or --pt2 OUT.pt2")

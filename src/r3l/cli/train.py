@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from r3l import distributed
     from r3l.config import load_config
     from r3l.runtime import configure_torch
-    from r3l.trainer import Trainer, resume_candidates
+    from r3l.training.trainer import Trainer, resume_candidates
 
     cfg = load_config(args.config, args.set or [])
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from r3l.schema import build_dataclass, check_rules, field_rules, non_negative
-from r3l.denoiser import Denoiser, open_denoiser
+from r3l.inference.denoiser import Denoiser, open_denoiser
 from r3l.errors import R3LError, warn
 from r3l.evaluation.figures import grid, label, plot_psnr, table_markdown
 from r3l.metrics import to_uint8
@@ -51,7 +51,7 @@ PUBLISHED: dict[int, dict[str, dict[int, float]]] = {
     },
 }
 
-#: Method kinds read from a file, and the :func:`~r3l.denoiser.open_denoiser` model of each (``None``: an r3l
+#: Method kinds read from a file, and the :func:`~r3l.inference.denoiser.open_denoiser` model of each (``None``: an r3l
 #: checkpoint).
 WEIGHT_KINDS = {"checkpoint": None, "dncnn_weights": "dncnn", "ircnn_weights": "ircnn", "pixelrl_weights": "pixelrl"}
 METHOD_KINDS = ("checkpoint", "model", "dncnn_weights", "ircnn_weights", "pixelrl_weights", "bm3d", "noisy",

@@ -9,7 +9,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from r3l.denoiser import open_denoiser
+from r3l.inference.denoiser import open_denoiser
 from r3l.errors import R3LError
 from r3l.evaluation.protocol import evaluate, summarize
 from r3l.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint

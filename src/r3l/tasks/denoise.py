@@ -72,7 +72,7 @@ class DenoiseEnv(BatchImageEnv):
     (:mod:`r3l.degradation`) at ``sigma``, its level, which is fixed or drawn per image uniformly from a
     ``(low, high)`` range (blind training). The reward per pixel and channel is the drop in squared error,
     ``255 · [(I_t − x)² − (I_{t+1} − x)²]``. States are never clipped during an episode; only the final output
-    of inference is (see :mod:`r3l.denoiser`).
+    of inference is (see :mod:`r3l.inference.denoiser`).
     """
 
     Options = DenoiseOptions

@@ -52,7 +52,7 @@ class Job:
     download_name: str = ""
     steps: int = 0
     warning: str = ""
-    """A noise level outside the model's training range (:meth:`r3l.denoiser.Denoiser.sigma_warning`)."""
+    """A noise level outside the model's training range (:meth:`r3l.inference.denoiser.Denoiser.sigma_warning`)."""
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -286,7 +286,7 @@ def serve(models: dict[str, Callable], host: str = "127.0.0.1", port: int = 8000
 def model_loaders(checkpoints: list[str], names: list[str], device: str) -> dict[str, Callable]:
     """What the page offers: each ``--checkpoint`` (by file name), each ``--model NAME``, else every model of
     the registry; loaded on first use."""
-    from r3l.denoiser import open_denoiser
+    from r3l.inference.denoiser import open_denoiser
     from r3l.models.checkpoint import load_checkpoint
     from r3l.models.zoo import find_model, list_models
 

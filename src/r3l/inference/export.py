@@ -1,6 +1,6 @@
 """Deployment: a trained denoiser as one self-contained graph, for ONNX runtimes and ``torch.export``.
 
-:class:`InferenceProgram` is exactly :class:`r3l.denoiser.Denoiser`'s computation on a whole image batch, written
+:class:`InferenceProgram` is exactly :class:`r3l.inference.denoiser.Denoiser`'s computation on a whole image batch, written
 as a plain module: for a policy (R3L), ``steps`` times "logits → argmax (or the expected residual) → add the
 action's residual", then clip to [0, 1]; for R3N and DnCNN, one pass and the clip. With ``self_ensemble`` the
 8 flips/rotations are in the graph too. Exported graphs take ``N × C × H × W`` float32 in [0, 1] with dynamic
@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from r3l.denoiser import ensemble_mean
+from r3l.inference.denoiser import ensemble_mean
 from r3l.errors import R3LError
 from r3l.io.files import ensure_folder
 from r3l.tasks.denoise import ResidualDenoiseEnv
 
 if TYPE_CHECKING:
-    from r3l.denoiser import Denoiser
+    from r3l.inference.denoiser import Denoiser
 
 ONNX_OPSET = 18
 """The opset of exported ONNX files (PyTorch's exporter writes 18 or later; onnxruntime runs it from 1.14)."""

@@ -14,7 +14,7 @@ from r3l.tasks import stored_task
 from r3l.models.networks import ActorCritic, dncnn_from_weights
 from r3l.models.spec import ArchSpec, build_network
 from r3l.algos.optim import autocast
-from r3l.engines import OnnxRuntimeEngine, resolve_engine
+from r3l.inference.engines import OnnxRuntimeEngine, resolve_engine
 from r3l.errors import R3LError, warn
 from r3l.runtime import cpu_prefers_channels_last, pick_device
 
@@ -57,7 +57,7 @@ class Denoiser:
 
     Outputs are clipped to [0, 1]. ``precision`` is ``fp32`` (exact, the default) or ``bf16``/``fp16`` (autocast:
     faster on GPUs, a few near-tied greedy actions may differ); ``compile`` runs the network through
-    ``torch.compile``. ``engine`` (:mod:`r3l.engines`): ``torch``, ``onnxruntime`` (the whole inference in
+    ``torch.compile``. ``engine`` (:mod:`r3l.inference.engines`): ``torch``, ``onnxruntime`` (the whole inference in
     onnxruntime, on a CPU), or ``auto`` (the default: onnxruntime where it applies and is installed, else
     torch). Example::
 

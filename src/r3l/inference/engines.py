@@ -1,9 +1,9 @@
 """Inference engines: PyTorch, or onnxruntime running a denoiser's whole inference graph on the CPU.
 
-A :class:`~r3l.denoiser.Denoiser` runs on one of them:
+A :class:`~r3l.inference.denoiser.Denoiser` runs on one of them:
 
 - ``torch``: r3l's own PyTorch code (any model, device, precision, ``torch.compile``);
-- ``onnxruntime``: the whole inference of one view (:class:`r3l.export.InferenceProgram`: every step and the
+- ``onnxruntime``: the whole inference of one view (:class:`r3l.inference.export.InferenceProgram`: every step and the
   clip; the self-ensemble's 8 views call it in turn) as one ONNX graph in onnxruntime's CPU engine: 1.5× (R3L)
   to 2× (R3N) faster than PyTorch's fp32 on a 2-core CPU (``benchmarks/cpu_speed.py``). Same outputs as fp32
   PyTorch up to the order of float sums: a greedy action whose two best logits are within rounding may differ
@@ -38,7 +38,7 @@ from r3l.io.files import atomic_write_bytes
 from r3l.tasks.denoise import ResidualDenoiseEnv
 
 if TYPE_CHECKING:
-    from r3l.denoiser import Denoiser
+    from r3l.inference.denoiser import Denoiser
 
 ENGINES = ("auto", "torch", "onnxruntime")
 ENGINE_VARIABLE = "R3L_ENGINE"
@@ -130,7 +130,7 @@ class OnnxRuntimeEngine:
         _GRAPHS[key] = graph
 
     def _session(self, graph: bytes, net: torch.nn.Module):
-        from r3l.export import onnx_session
+        from r3l.inference.export import onnx_session
 
         try:
             return onnx_session(_with_weights(graph, net), self.threads)
@@ -150,7 +150,7 @@ def _graph_key(denoiser: Denoiser) -> str:
     import onnx
 
     from r3l.version import __version__
-    from r3l.export import ONNX_OPSET
+    from r3l.inference.export import ONNX_OPSET
 
     net = denoiser.net
     tensors = {**dict(net.named_parameters()), **dict(net.named_buffers())}
@@ -168,7 +168,7 @@ def _export_graph(denoiser: Denoiser) -> bytes:
     weights (which :func:`_with_weights` replaces)."""
     import tempfile
 
-    from r3l.export import write_onnx
+    from r3l.inference.export import write_onnx
 
     net = copy.deepcopy(denoiser.net).to("cpu", torch.float32, memory_format=torch.contiguous_format)
     generator = torch.Generator().manual_seed(0)
@@ -188,7 +188,7 @@ def _export_graph(denoiser: Denoiser) -> bytes:
 
 def _one_view(denoiser: Denoiser, net: torch.nn.Module) -> torch.nn.Module:
     """The inference program of ``denoiser`` on ``net`` without the self-ensemble."""
-    from r3l.export import InferenceProgram
+    from r3l.inference.export import InferenceProgram
 
     program = InferenceProgram(denoiser, net=net)
     program.self_ensemble = False
