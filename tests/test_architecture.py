@@ -199,7 +199,8 @@ def test_the_command_line_starts_without_pytorch():
     --help`` and argument errors answer at once; the package's public name still works."""
     import subprocess
 
-    code = ("import sys, r3l, r3l.cli, r3l.errors; assert 'torch' not in sys.modules, 'torch imported'; "
+    code = ("import sys, r3l, r3l.cli, r3l.errors; r3l.cli.build_parser(); "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
             "from r3l import Denoiser; assert Denoiser.__name__ == 'Denoiser'; "
             "assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -287,10 +288,16 @@ def test_imports_point_down_the_layers_and_make_no_cycle():
             visit(module, [])
 
 
-def test_every_noise_model_has_a_default_evaluation_level():
-    from r3l.cli.evaluate import DEFAULT_LEVELS
+def test_a_noise_model_is_one_place_and_r3l_eval_offers_it():
+    """Each noise model of r3l.degradation carries its default test level and its level's meaning; r3l eval
+    lists them in its help and accepts each (built without importing PyTorch, filled when help is printed)."""
+    import subprocess
+
     from r3l.degradation import NOISES
 
-    assert list(DEFAULT_LEVELS) == list(NOISES)
-    for name, level in DEFAULT_LEVELS.items():
-        NOISES[name].check_level(level, "DEFAULT_LEVELS")
+    shown = subprocess.run([sys.executable, "-m", "r3l", "eval", "--help"], capture_output=True, text=True,
+                           check=True).stdout
+    flat = " ".join(shown.split())
+    for name, model in NOISES.items():
+        model.check_level(model.default_level, name)
+        assert f"{name}: {' '.join(model.level_help.split())}, default {model.default_level:g}" in flat

@@ -53,6 +53,12 @@ def test_train_eval_denoise(trained):
     assert result.returncode == 0, result.stderr
     fast = json.loads((out / "bf16.json").read_text())["summary"]["25"]["psnr"]
     assert fast == pytest.approx(summary["25"]["psnr"], abs=0.1)
+    from r3l.cli import main  # another noise model at its own default level (r3l.degradation's)
+
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(folder / "test"), "--noise", "salt_pepper",
+                 "--json", str(out / "sp.json"), "--quiet"]) == 0
+    impulses = json.loads((out / "sp.json").read_text())
+    assert impulses["noise"] == "salt_pepper" and set(impulses["summary"]) == {"0.1"}
 
     # 16-bit colour in, 16-bit colour out of the same size; 8-bit gray stays 8-bit gray.
     rng = np.random.default_rng(0)

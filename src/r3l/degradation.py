@@ -37,6 +37,10 @@ class NoiseModel(ABC):
     name: str
     level_name: str = "sigma"
     """What the level means (shown in messages and docs)."""
+    level_help: str = "sigma on the 0-255 scale"
+    """The level's meaning and scale, as ``r3l eval --help`` states it."""
+    default_level: float = 25.0
+    """The level ``r3l eval`` tests at when no ``--sigma`` is given."""
 
     def check_level(self, level: float, key: str) -> None:
         """An error naming ``key`` if ``level`` is outside this model's range."""
@@ -65,6 +69,7 @@ class Gaussian(NoiseModel):
 
 class Poisson(NoiseModel):
     name, level_name = "poisson", "peak"
+    level_help, default_level = "the peak (photons at white)", 30.0
 
     def check_level(self, level, key):
         if not level > 0:
@@ -83,6 +88,7 @@ def _impulses(clean: torch.Tensor, density: torch.Tensor, generator: torch.Gener
 
 class SaltPepper(NoiseModel):
     name, level_name = "salt_pepper", "density"
+    level_help, default_level = "the density of impulses, in [0, 1]", 0.1
 
     def check_level(self, level, key):
         if not 0.0 <= level <= 1.0:
@@ -94,6 +100,7 @@ class SaltPepper(NoiseModel):
 
 class SpatialGaussian(NoiseModel):
     name = "spatial_gaussian"
+    level_help, default_level = "the largest sigma of the map, 0-255 scale", 50.0
     grid = 4
     """The σ map is a ``grid × grid`` random field upsampled to the image."""
 

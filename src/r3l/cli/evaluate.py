@@ -8,23 +8,42 @@ from r3l.cli.common import add_model_args, load_denoiser, non_negative_int, posi
 from r3l.errors import warn
 
 
-#: The level ``r3l eval`` uses when no --sigma is given, per noise model.
-DEFAULT_LEVELS = {"gaussian": 25.0, "poisson": 30.0, "salt_pepper": 0.1, "spatial_gaussian": 50.0, "mixed": 25.0}
+class _NoiseModelsHelp(argparse.HelpFormatter):
+    """Fills ``{noise_models}`` in a help text with the noise models of :mod:`r3l.degradation`, each with its
+    level's meaning and default: read when help is printed, so that building the parser needs no PyTorch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action) or ""
+        if "{noise_models}" in text:
+            from r3l.degradation import NOISES
+
+            listed = "; ".join(f"{m.name}: {m.level_help}, default {m.default_level:g}" for m in NOISES.values())
+            text = text.replace("{noise_models}", listed)
+        return text
+
+
+def noise_name(text: str) -> str:
+    """``--noise``: a noise model of :mod:`r3l.degradation`."""
+    from r3l.degradation import NOISES
+
+    if text not in NOISES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(NOISES)}")
+    return text
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="PSNR/SSIM on a test folder with the literature's protocol",
                        description="Evaluate on a folder of clean images: seeded noise per image (Gaussian "
                                    "unless --noise says otherwise), "
-                                   "output clipped and rounded to 8 bits, PSNR and SSIM without border crop.")
+                                   "output clipped and rounded to 8 bits, PSNR and SSIM without border crop.",
+                       formatter_class=_NoiseModelsHelp)
     add_model_args(p)
     p.add_argument("--data", required=True, help="folder of clean test images (e.g. $R3L_DATA/BSD68)")
     p.add_argument("--sigma", type=positive_float, action="append",
-                   help="noise level (repeatable): sigma on the 0-255 scale for gaussian, spatial_gaussian (its "
-                        "largest sigma) and mixed; the peak for poisson; the density for salt_pepper (defaults: "
-                        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LEVELS.items()) + ")")
-    p.add_argument("--noise", choices=list(DEFAULT_LEVELS), default="gaussian",
-                   help="noise model (default gaussian, the literature's protocol; see docs/tasks.md)")
+                   help="noise level (repeatable), as the noise model reads it (see --noise)")
+    p.add_argument("--noise", type=noise_name, default="gaussian",
+                   help="noise model (default gaussian, the literature's protocol; see docs/tasks.md): "
+                        "{noise_models}")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
     p.add_argument("--max-images", type=non_negative_int, default=0, help="first N images only (0: all)")
     p.add_argument("--csv", help="write per-image results to this CSV file")
@@ -44,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     denoiser = load_denoiser(args)
     images = load_images(args.data, denoiser.channels, "--data", args.max_images)
     model = noise_model(args.noise, "--noise")
-    sigmas = args.sigma or [DEFAULT_LEVELS[args.noise]]
+    sigmas = args.sigma or [model.default_level]
     for sigma in sigmas:
         model.check_level(sigma, "--sigma")
     label = model.level_name if args.noise == "gaussian" else f"{args.noise} {model.level_name}"
