@@ -112,6 +112,8 @@ def test_an_architecture_header_names_the_field_it_cannot_use(tmp_path):
         ({"options": {"features": 8, "policy_form": "logits"}}, "unknown h arch.options.policy_form"),
         ({"options": {"channels": 2}}, "arch.options.channels: must be 1 (gray) or 3 (colour), got 2"),
         ({"task_options": [1]}, "arch.task_options = [1] is invalid, expected a JSON object"),
+        ({"task_options": {"steps": "six"}}, "h arch.task_options.steps: expected a whole number, got 'six'"),
+        ({"task_options": {"steps": 0}}, "h arch.task_options.steps: must be positive, got 0"),
     ]:
         with pytest.raises(R3LError) as info:
             ArchSpec.coerce({**good, **change}, "h arch")

@@ -1,8 +1,8 @@
 """Deployment: a trained denoiser as one self-contained graph, for ONNX runtimes and ``torch.export``.
 
-:class:`InferenceProgram` is exactly :class:`r3l.inference.denoiser.Denoiser`'s computation on a whole image batch, written
-as a plain module: for a policy (R3L), ``steps`` times "logits → argmax (or the expected residual) → add the
-action's residual", then clip to [0, 1]; for R3N and DnCNN, one pass and the clip. With ``self_ensemble`` the
+:class:`InferenceProgram` is exactly :class:`r3l.inference.denoiser.Denoiser`'s computation on a whole image
+batch, written as a plain module: for a policy (R3L), ``steps`` times "logits → argmax (or the expected
+residual) → add the action's residual", then clip to [0, 1]; for R3N and DnCNN, one pass and the clip. With ``self_ensemble`` the
 8 flips/rotations are in the graph too. Exported graphs take ``N × C × H × W`` float32 in [0, 1] with dynamic
 batch, height and width, and return the denoised batch in [0, 1].
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from r3l.errors import R3LError
 from r3l.schema import build_checked, non_negative, positive
+from r3l.tasks.base import TaskOptions
 
 HeadInit = Literal["kaiming", "small", "residual"]
 
@@ -195,9 +196,14 @@ class ArchSpec:
         if not isinstance(task_options, dict):
             raise R3LError(f"{where}.task_options = {task_options!r} is invalid, expected a JSON object")
         label, _, key = where.rpartition(" ")
-        options = build_checked(ARCHITECTURES[name].options, value.get("options", {}), f"{key}.options.",
-                                label or "spec field")
+        label = label or "spec field"
+        options = build_checked(ARCHITECTURES[name].options, value.get("options", {}), f"{key}.options.", label)
         options.check(f"{where}.options")
+        # The action set and the step count, which inference reads for every model, typed as every task has them
+        # (a task's other options are checked when inference builds it, r3l.tasks.stored_task).
+        common = {f.name for f in dataclasses.fields(TaskOptions)}
+        build_checked(TaskOptions, {k: v for k, v in task_options.items() if k in common}, f"{key}.task_options.",
+                      label)
         return cls(name, options, task, task_options)
 
 
@@ -215,6 +221,7 @@ def _from_flat(value: dict[str, Any], where: str) -> dict[str, Any]:
 def build_network(spec: ArchSpec | dict[str, Any]) -> nn.Module:
     """An untrained network from its spec (or a checkpoint's dict of it)."""
     spec = ArchSpec.coerce(spec)
+    spec.options.check("arch.options")
     return spec.entry.build(spec)
 
 
@@ -240,8 +247,6 @@ def _build_r3n(s: ArchSpec) -> nn.Module:
 
     o = s.options
     if o.colour_space == "opponent":
-        if o.channels != 3:
-            raise R3LError(f"arch.colour_space opponent is for colour models (channels 3), got channels {o.channels}")
         return OpponentColour(R3N(1, o.features, s.steps, o.head_init, o.max_step))
     return R3N(o.channels, o.features, s.steps, o.head_init, o.max_step)
 

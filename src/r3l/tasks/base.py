@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from r3l.errors import R3LError
+from r3l.metrics import batch_psnr
 from r3l.schema import positive
 
 
@@ -102,8 +103,6 @@ class BatchImageEnv(ABC):
         """What the trainer logs of an episode (or a supervised step) from its first state ``start`` to its last
         ``end``, against ``target`` (all ``(B, C, H, W)``), as device-side scalars: by default the mean PSNR
         gain, ``charts/psnr_gain`` (dB)."""
-        from r3l.metrics import batch_psnr
-
         return {"charts/psnr_gain": (batch_psnr(end, target) - batch_psnr(start, target)).mean()}
 
     def validation_level(self) -> float:
