@@ -93,3 +93,63 @@ def test_learning_rate_schedules():
     assert learning_rate(cosine, 50, 100) == pytest.approx(5e-4)
     assert learning_rate(cosine, 100, 100) == pytest.approx(0.0)
     assert learning_rate(PPOConfig(lr=2e-4, lr_schedule="constant"), 70, 100) == 2e-4
+
+
+def test_returns_to_go_and_leave_one_out_group_advantages_by_hand():
+    from r3l.algos.ppo import discounted_returns, group_advantages
+
+    rewards = torch.tensor([1.0, 2.0, 3.0]).view(3, 1)
+    assert torch.allclose(discounted_returns(rewards, 0.5).flatten(), torch.tensor([2.75, 3.5, 3.0]))
+    # Two crops, three plays each, one step: a play's advantage is its return minus its group's other plays' mean.
+    returns = torch.tensor([1.0, 2.0, 6.0, 5.0, 5.0, 5.0]).view(1, 6, 1, 1, 1)
+    advantages = group_advantages(returns, 3).flatten()
+    assert torch.allclose(advantages, torch.tensor([-3.0, -1.5, 4.5, 0.0, 0.0, 0.0]))
+
+
+def group_ppo(explore=1.0, group=4, vf_coef=0.0, features=8):
+    from r3l.algos.ppo import PPO
+    from r3l.models.networks import ActorCritic
+    from r3l.tasks.denoise import ResidualDenoiseEnv
+
+    torch.manual_seed(0)
+    net = ActorCritic(features=features, policy_form="gaussian", head_init="small", temperature=4.0)
+    cfg = PPOConfig(advantage="group", group_size=group, gamma=1.0, epochs=1, minibatches=1, vf_coef=vf_coef,
+                    ent_coef=0.0, explore_temperature=explore, freeze_temperature=True, lr=1e-3)
+    return PPO(net, cfg, ResidualDenoiseEnv(sigma=25.0, steps=3))
+
+
+def test_group_plays_share_their_start_and_advantages_sum_to_zero_in_each_group():
+    ppo = group_ppo(explore=[1.0, 16.0])
+    clean = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    buf, _ = ppo.collect(clean, torch.Generator().manual_seed(1))
+    states = buf.states[0].unflatten(0, (3, 4))
+    assert torch.equal(states, states[:, :1].expand_as(states))  # the same noise for every play of a crop
+    assert not torch.equal(buf.states[1][0], buf.states[1][1])  # different sampled actions
+    temperatures = buf.temperatures[0].view(3, 4)
+    assert torch.equal(temperatures, temperatures[:, :1].expand_as(temperatures))
+    assert temperatures.min() >= 1.0 and temperatures.max() <= 16.0 and temperatures[:, 0].unique().numel() == 3
+    assert torch.allclose(buf.advantages.unflatten(1, (3, 4)).sum(2), torch.zeros(3, 3, 1, 12, 12), atol=1e-4)
+    assert torch.equal(buf.values, torch.zeros_like(buf.values))  # no critic was run
+
+
+def test_group_options_are_checked():
+    from r3l.algos.ppo import PPO
+    from r3l.errors import R3LError
+
+    with pytest.raises(R3LError, match="group_size"):
+        PPO.check(PPOConfig(advantage="group", group_size=1), 8)
+    with pytest.raises(R3LError, match="minibatches"):
+        PPO.check(PPOConfig(advantage="group", group_size=3, minibatches=4), 2)
+    PPO.check(PPOConfig(advantage="group", group_size=2, minibatches=4), 2)  # 4 plays in 4 minibatches
+    with pytest.raises(R3LError, match="explore_temperature"):
+        PPO.check(PPOConfig(explore_temperature=[4.0, 1.0]), 8)
+
+
+def test_a_frozen_temperature_stays_and_the_value_head_is_not_trained():
+    ppo = group_ppo()
+    value_before = [p.clone() for p in ppo.net.value.parameters()]
+    tau = ppo.net.log_temperature.clone()
+    clean = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    ppo.learn(clean, torch.Generator().manual_seed(1))
+    assert torch.equal(ppo.net.log_temperature, tau)
+    assert all(torch.equal(a, b) for a, b in zip(value_before, ppo.net.value.parameters()))

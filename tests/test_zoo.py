@@ -147,13 +147,14 @@ def test_self_ensemble_is_equivariant_to_flips_and_rotations():
 
 
 def test_the_web_page_offers_installed_models(registry, monkeypatch):
-    from r3l.web.server import model_loaders
+    from r3l.web.server import AUTO_MODEL, model_loaders
 
     root, _ = registry
     monkeypatch.setenv("R3L_MODELS", str(root / "models"))
     loaders = model_loaders([], [], "cpu")
-    assert list(loaders)[0] == DEFAULT_MODEL and set(loaders) == {DEFAULT_MODEL, *SHIPPED}
+    assert list(loaders)[:2] == [AUTO_MODEL, DEFAULT_MODEL] and set(loaders) == {AUTO_MODEL, DEFAULT_MODEL, *SHIPPED}
     assert loaders[DEFAULT_MODEL]().arch.name == "r3l"
+    assert loaders[AUTO_MODEL]().name == DEFAULT_MODEL  # the page's first choice: the default for each image
     assert list(model_loaders([], [DEFAULT_MODEL], "cpu")) == [DEFAULT_MODEL]
     monkeypatch.setenv("R3L_MODELS", str(root / "nothing"))
     (root / "nothing").mkdir(exist_ok=True)
@@ -175,10 +176,9 @@ def _constant_policy(channels: int, action: int, path):
     save_checkpoint(path, Checkpoint(spec, net.state_dict(), {}, 0, {}))
 
 
-def test_denoise_picks_the_model_that_fits_the_input(tmp_path, monkeypatch, capsys):
-    """Without --model, gray images go to the gray default and colour images to the colour default when it is
-    installed (told apart here by what they do: the 'gray' model brightens by 6 × 13 levels, the colour one keeps
-    the image); each stands in for the other when it is the only one installed."""
+def constant_defaults(tmp_path, monkeypatch):
+    """The only registry: a gray default whose policy adds 13 levels at every step (6 × 13 in all) and a colour
+    default that keeps the image; returns its folder."""
     from r3l.models.zoo import DEFAULT_COLOUR_MODEL, ModelCard, SubsetCheck
     from r3l.io.files import write_json
 
@@ -190,13 +190,23 @@ def test_denoise_picks_the_model_that_fits_the_input(tmp_path, monkeypatch, caps
         write_json(card.to_dict(), models / f"{name}.json")
     monkeypatch.setenv("R3L_MODELS", str(models))
     monkeypatch.setattr("r3l.models.zoo.PACKAGE_FOLDER", tmp_path / "none")
+    return models
+
+
+def test_denoise_picks_the_model_that_fits_the_input(tmp_path, monkeypatch, capsys):
+    """Without --model, gray images go to the gray default and colour images to the colour default when it is
+    installed (told apart here by what they do: the 'gray' model brightens by 6 × 13 levels, the colour one keeps
+    the image); each stands in for the other when it is the only one installed."""
+    from r3l.models.zoo import DEFAULT_COLOUR_MODEL
+
+    models = constant_defaults(tmp_path, monkeypatch)
     gray = np.full((8, 9), 100, np.uint8)
     colour = np.dstack([np.full((8, 9), v, np.uint8) for v in (30, 120, 200)])
     Image.fromarray(gray).save(tmp_path / "g.png")
     Image.fromarray(colour).save(tmp_path / "c.png")
     out = tmp_path / "out"
     assert main(["denoise", str(tmp_path / "g.png"), str(tmp_path / "c.png"), "--out-dir", str(out),
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--strength", "1"]) == 0
     said = capsys.readouterr().out
     assert f"{DEFAULT_MODEL} (1)" in said and f"{DEFAULT_COLOUR_MODEL} (1)" in said
     assert np.array_equal(np.asarray(Image.open(out / "g.png")), gray + 78)
@@ -206,13 +216,15 @@ def test_denoise_picks_the_model_that_fits_the_input(tmp_path, monkeypatch, caps
 
     # only the colour model: it serves gray images too (a gray image as three equal channels)
     (models / f"{DEFAULT_MODEL}.json").rename(tmp_path / "gray.json")
-    assert main(["denoise", str(tmp_path / "g.png"), "-o", str(out / "g2.png"), "--device", "cpu"]) == 0
+    assert main(["denoise", str(tmp_path / "g.png"), "-o", str(out / "g2.png"), "--device", "cpu",
+                 "--strength", "1"]) == 0
     assert f"{DEFAULT_COLOUR_MODEL} (1)" in capsys.readouterr().out
     assert np.array_equal(np.asarray(Image.open(out / "g2.png")), gray)
     (tmp_path / "gray.json").rename(models / f"{DEFAULT_MODEL}.json")
 
     (models / f"{DEFAULT_COLOUR_MODEL}.json").unlink()
-    assert main(["denoise", str(tmp_path / "c.png"), "-o", str(out / "c2.png"), "--device", "cpu"]) == 0
+    assert main(["denoise", str(tmp_path / "c.png"), "-o", str(out / "c2.png"), "--device", "cpu",
+                 "--strength", "1"]) == 0
     assert f"{DEFAULT_MODEL} (1)" in capsys.readouterr().out
     assert np.array_equal(np.asarray(Image.open(out / "c2.png")), np.minimum(colour.astype(int) + 78, 255))
 
@@ -265,7 +277,8 @@ def test_gray_default_falls_back_to_a_gray_r3n_before_a_colour_model(tmp_path, m
     assert default_model(1).name == FALLBACK_GRAY_MODEL and default_model(3).name == DEFAULT_COLOUR_MODEL
     gray = np.full((8, 9), 100, np.uint8)
     Image.fromarray(gray).save(tmp_path / "g.png")
-    assert main(["denoise", str(tmp_path / "g.png"), "-o", str(tmp_path / "o.png"), "--device", "cpu"]) == 0
+    assert main(["denoise", str(tmp_path / "g.png"), "-o", str(tmp_path / "o.png"), "--device", "cpu",
+                 "--strength", "1"]) == 0
     assert f"{FALLBACK_GRAY_MODEL} (1)" in capsys.readouterr().out
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), gray + 10)
     assert main(["models"]) == 0

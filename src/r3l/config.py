@@ -43,6 +43,9 @@ class TrainConfig:
     log_every: int = positive(10)
     val_every: int = positive(1000)
     save_every: int = positive(500)
+    snapshot_every: int = non_negative(0)
+    """Also keep the weights every this many episodes as ``snapshots/episode_NNNNNN.safetensors`` (0: never), to
+    choose a checkpoint afterwards by another rule than ``best``'s mean validation PSNR."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
     deterministic: bool = False

@@ -135,21 +135,21 @@ def noise_model(name: str, key: str = "env.noise") -> NoiseModel:
     return NOISES[name]
 
 
-#: Immerkær's 3 × 3 operator: the difference of two Laplacians, blind to an image's local planes.
+#: Immerkær's 3 × 3 operator: the difference of two Laplacians, blind to an image's local planes. Its norm is 6.
 _IMMERKAER = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
 
 
 def estimate_gaussian_sigma(image: torch.Tensor) -> float:
     """The standard deviation (0–255 scale) of additive white Gaussian noise in ``image`` ``(C, H, W)`` or
-    ``(H, W)``, [0, 1] floats: Immerkær's estimator (J. Immerkær, "Fast noise variance estimation", CVIU 1996),
-    ``σ = √(π/2) · mean|N * I| / 6`` with :data:`_IMMERKAER` as ``N``. Texture and edges count as noise too, so
-    it overstates σ on detailed images (by a few levels on photos) and says ~2–8 for clean ones: a guide for
-    warnings, not a measurement."""
+    ``(H, W)``, [0, 1] floats: the median absolute response to Immerkær's operator (J. Immerkær, "Fast noise
+    variance estimation", CVIU 1996, which is blind to planes) over 0.6745 · 6, the robust scale of Donoho and
+    Johnstone, which edges and texture move far less than the mean Immerkær used. Measured on clean photos
+    (BSD68, scikit-image's): 1–2.5 for most, 7 for a heavily textured one; on noisy ones σ + 0.3 to σ + 3."""
     x = image.float().reshape(-1, 1, *image.shape[-2:])
     if min(x.shape[-2:]) < 3:
         return 0.0
     response = F.conv2d(x, _IMMERKAER.to(x.device).view(1, 1, 3, 3))
-    return float((torch.pi / 2) ** 0.5 * response.abs().mean() / 6.0 * 255.0)
+    return float(response.abs().median() / (0.6745 * 6.0) * 255.0)
 
 
 def noise_for(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:

@@ -1,13 +1,24 @@
-"""Pixel-wise PPO-clip, all of it in this file: the rollout, GAE and the clipped update.
+"""Pixel-wise PPO-clip, all of it in this file: the rollout, the advantage (GAE or a group baseline) and the
+clipped update.
 
 One update of :class:`PPO` reads top to bottom: :meth:`PPO.learn` plays one episode of the task on a batch
-(:meth:`PPO.collect`: sampled actions, rewards, values into a :class:`RolloutBuffer`, then GAE) and runs K epochs
-of minibatch updates on it (:meth:`PPO.update`). PPO sees tensors only: states ``(T, B, C, H, W)`` and one
+(:meth:`PPO.collect`: sampled actions, rewards, values into a :class:`RolloutBuffer`, then the advantages) and runs
+K epochs of minibatch updates on it (:meth:`PPO.update`). PPO sees tensors only: states ``(T, B, C, H, W)`` and one
 categorical action per pixel and channel; what the actions do is the task's business.
+
+Two advantage estimators (``ppo.advantage``):
+
+- ``gae``: the value head's generalised advantage estimate, the paper's recipe.
+- ``group``: no critic. Each crop is played ``group_size`` times from the *same* start state (for denoising, the
+  same noise), and a pixel's advantage at step t is its return-to-go minus the mean return-to-go of the same pixel
+  in the group's other plays (:func:`group_advantages`, a leave-one-out baseline as in RLOO/GRPO). A pixel's
+  return depends on its own unseen noise, which a value head cannot see; the other plays of the same noisy pixel
+  share that noise, so it cancels from the advantage instead of swamping it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,6 +70,21 @@ class PPOConfig(LRSchedule):
     value_lr_scale: float = non_negative(1.0)
     """The value head's learning rate relative to ``lr`` (a fresh value head under a small ``lr`` for
     fine-tuning learns faster with a larger one)."""
+    advantage: Literal["gae", "group"] = "gae"
+    """``gae``: the value head's GAE (the paper's). ``group``: the critic-free group baseline of
+    :func:`group_advantages` over ``group_size`` plays of each crop; with ``vf_coef: 0`` the value head is
+    neither run nor trained."""
+    group_size: int = positive(4)
+    """``advantage: group``: plays of each crop from the same start state (at least 2). ``data.batch_size``
+    counts distinct crops, so an update sees ``batch_size × group_size`` plays."""
+    explore_temperature: float | list[float] = 1.0
+    """Rollouts sample from ``softmax(logits / T)`` and the update trains that tempered policy: ``T`` a number,
+    or ``[low, high]`` for one ``T`` per crop drawn log-uniformly (all plays of a group share it). Greedy
+    inference is unchanged by ``T``; a large one leaves states noisier than the policy expects (for a Gaussian
+    head, ``T`` multiplies its variance), which it then learns to correct."""
+    freeze_temperature: bool = False
+    """Keep a Gaussian policy head's temperature τ at its initial value (``model.head_temperature``) instead of
+    learning it: τ is then how much the rollouts explore, a fixed choice of the recipe."""
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None,
@@ -82,6 +108,25 @@ def log_prob_entropy(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch
     logp = logp_all.gather(2, actions.unsqueeze(2)).squeeze(2)
     entropy = -(logp_all.exp() * logp_all).sum(2)
     return logp, entropy
+
+
+def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Return-to-go ``G_t = r_t + γ G_{t+1}`` of an episode that ends after step T−1; ``(T, ...)`` → ``(T, ...)``."""
+    returns = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        running = rewards[t] + gamma * running
+        returns[t] = running
+    return returns
+
+
+def group_advantages(returns: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Leave-one-out advantages over groups of plays: ``returns`` ``(T, B·K, ...)`` holds K = ``group_size``
+    consecutive plays of each of B crops; each play's advantage is its return minus the mean return of the same
+    pixel and step in the other K−1 plays of its group. Same shape as ``returns``."""
+    grouped = returns.unflatten(1, (-1, group_size))
+    others = (grouped.sum(2, keepdim=True) - grouped) / (group_size - 1)
+    return (grouped - others).flatten(1, 2)
 
 
 def compute_gae(
@@ -121,6 +166,8 @@ class RolloutBuffer:
         self.rewards = torch.empty(full, device=device)
         self.action_rewards: torch.Tensor | None = None
         """``(T, B, C, A, H, W)``: every action's reward, when the environment provides them."""
+        self.temperatures = torch.ones((steps, shape[0], 1, 1, 1, 1), device=device)
+        """``(T, B, 1, 1, 1, 1)``: each play's exploration temperature (``ppo.explore_temperature``)."""
         self.advantages: torch.Tensor | None = None
         self.returns: torch.Tensor | None = None
 
@@ -139,6 +186,11 @@ class RolloutBuffer:
         """GAE over the episode, which ends after its last step (so the value after it is zero)."""
         last_value = torch.zeros_like(self.values[0])
         self.advantages, self.returns = compute_gae(self.rewards, self.values, last_value, gamma, lam)
+
+    def compute_group_advantage(self, gamma: float, group_size: int) -> None:
+        """The returns-to-go and their leave-one-out advantages over groups of ``group_size`` consecutive plays."""
+        self.returns = discounted_returns(self.rewards, gamma)
+        self.advantages = group_advantages(self.returns, group_size)
 
 
 @dataclass
@@ -249,11 +301,19 @@ class PPO:
         self.net, self.cfg, self.env, self.world = net, cfg, env, world
         self.lr_config = cfg
         """The learning-rate schedule's fields (``lr``, ``lr_schedule``, ``lr_power``)."""
+        if cfg.freeze_temperature and hasattr(net, "log_temperature"):
+            net.log_temperature.requires_grad_(False)
+        self.group = cfg.group_size if cfg.advantage == "group" else 1
+        """Plays of each crop per episode (1 under GAE)."""
+        self.tempered = isinstance(cfg.explore_temperature, list) or cfg.explore_temperature != 1.0
+        """Whether rollouts and updates divide the logits by an exploration temperature."""
         scales = {"encoder": cfg.encoder_lr_scale, "value": cfg.value_lr_scale}
         grouped = cfg.value_warmup > 0 or any(v != 1.0 for v in scales.values())
         self.optimizer = make_adam(net, cfg.lr, cfg.adam_eps, cfg.weight_decay, scales if grouped else None)
         self.precision = precision or Precision(next(net.parameters()).device, "fp32")
         self.forward = net if forward is None else forward
+        if self.group > 1 and cfg.vf_coef == 0 and self.forward is net and hasattr(net, "policy_logits"):
+            self.forward = self._policy_only  # no critic to train: skip the value head's three convolutions
         self.loss = ppo_objective
         if compile == "all":
             self.loss = torch.compile(ppo_objective, mode=None if mode == "default" else mode, dynamic=False)
@@ -261,8 +321,34 @@ class PPO:
     @staticmethod
     def check(cfg: PPOConfig, batch_size: int, where: str = "config key ppo") -> None:
         """What the option types cannot say about a run of global batch ``batch_size``."""
+        given = cfg.explore_temperature
+        if isinstance(given, list) and (len(given) != 2 or not 0 < given[0] <= given[1]):
+            raise R3LError(f"{where}.explore_temperature: a range must be [low, high] with 0 < low <= high, "
+                           f"got {given}")
+        if not isinstance(given, list) and given <= 0:
+            raise R3LError(f"{where}.explore_temperature: must be positive, got {given}")
+        if cfg.advantage == "group":
+            if cfg.group_size < 2:
+                raise R3LError(f"{where}.group_size: the group baseline needs at least 2 plays of each crop, "
+                               f"got {cfg.group_size}")
+            batch_size *= cfg.group_size
         if batch_size % cfg.minibatches:
-            raise R3LError(f"{where}.minibatches: {cfg.minibatches} does not divide data.batch_size {batch_size}")
+            raise R3LError(f"{where}.minibatches: {cfg.minibatches} does not divide the {batch_size} plays of an "
+                           "update (data.batch_size × ppo.group_size under advantage: group)")
+
+    def explore_temperatures(self, crops: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+        """One exploration temperature per crop, ``(crops,)``: ``ppo.explore_temperature`` or log-uniform in its
+        range (drawn only for a range, so a fixed one changes no random stream)."""
+        given = self.cfg.explore_temperature
+        if not isinstance(given, list):
+            return torch.full((crops,), float(given), device=device)
+        low, high = math.log(given[0]), math.log(given[1])
+        return (low + (high - low) * torch.rand(crops, device=device, generator=generator)).exp()
+
+    def _policy_only(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's logits and zeros for values: the forward pass of a critic-free run."""
+        logits = self.net.policy_logits(state)
+        return logits, torch.zeros(state.shape, device=state.device)
 
     def learn(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """One episode on ``clean`` ``(B, C, H, W)`` and the update on it; device-side diagnostics.
@@ -278,14 +364,22 @@ class PPO:
     def collect(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[RolloutBuffer, dict[str, torch.Tensor]]:
         """Play one episode on ``clean``; returns the filled buffer (with GAE) and the task's
         :meth:`~r3l.tasks.base.BatchImageEnv.episode_metrics`."""
-        env, cfg = self.env, self.cfg
+        env, cfg, group = self.env, self.cfg, self.group
         device = clean.device
-        batch, shard = clean.shape[0], (self.world.shard(clean.shape[0]) if self.world.active else None)
+        crops = self.world.shard(clean.shape[0]) if self.world.active else None
         episode = env.reset(clean, generator)  # the global batch's noise, as one process would draw it
+        temperature = self.explore_temperatures(clean.shape[0], device, generator)
+        if group > 1:  # every play of a crop starts from the same state; a rank plays whole groups
+            clean = clean.repeat_interleave(group, 0)
+            episode = Episode(clean, episode.state.repeat_interleave(group, 0))
+            temperature = temperature.repeat_interleave(group, 0)
+        batch = clean.shape[0]
+        shard = None if crops is None else slice(crops.start * group, crops.stop * group)
         if shard is not None:
-            clean = clean[shard]
+            clean, temperature = clean[shard], temperature[shard]
             episode = Episode(clean, episode.state[shard])
         buf = RolloutBuffer(env.steps, tuple(clean.shape), device)
+        buf.temperatures[:] = temperature.view(1, -1, 1, 1, 1, 1)
         start = episode.state
         all_actions = cfg.all_action_coef > 0
         with torch.no_grad():
@@ -293,6 +387,8 @@ class PPO:
                 state = episode.state
                 with self.precision.autocast():
                     logits, value = self.forward(state)
+                if self.tempered:
+                    logits = logits / buf.temperatures[t]
                 actions = sample_actions(logits, generator, batch, shard)
                 log_prob, _ = log_prob_entropy(logits, actions)
                 action_rewards = env.action_rewards(state, clean) if all_actions else None
@@ -300,7 +396,10 @@ class PPO:
                 buf.add(t, state, actions, log_prob, value, reward, action_rewards)
                 if done:
                     break
-        buf.compute_returns_and_advantage(cfg.gamma, cfg.gae_lambda)
+        if group > 1:
+            buf.compute_group_advantage(cfg.gamma, group)
+        else:
+            buf.compute_returns_and_advantage(cfg.gamma, cfg.gae_lambda)
         return buf, env.episode_metrics(start, episode.state, clean)
 
     def _normalized(self, advantages: torch.Tensor) -> torch.Tensor:
@@ -343,6 +442,8 @@ class PPO:
 
                 with self.precision.autocast():
                     logits, values = self.forward(take(buf.states))
+                if self.tempered:
+                    logits = logits / take(buf.temperatures)
                 parts = self.loss(
                     logits, values, take(buf.actions), take(buf.log_probs), take(advantages), take(buf.returns), cfg,
                     take(action_targets),
@@ -372,4 +473,6 @@ class PPO:
         var_returns = returns.var()
         stats["losses/explained_variance"] = 1.0 - (returns - values).var() / var_returns.clamp_min(1e-12)
         stats["losses/early_stop"] = stopped
+        if self.forward == self._policy_only:  # no critic ran: its loss and explained variance mean nothing
+            del stats["losses/value_loss"], stats["losses/explained_variance"]
         return stats

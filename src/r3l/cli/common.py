@@ -96,7 +96,8 @@ def load_denoiser(args: argparse.Namespace, channels: int = 1):
                              getattr(args, "weights_sigma", 25.0), args.device, **options)  # export: no --weights-sigma
     denoiser.prepare()
     if getattr(args, "verbose", False):
-        print(f"{denoiser.arch.name} model on {denoiser.describe()}", file=sys.stderr)
+        name = denoiser.name or (f"{args.model}" if args.model else str(args.checkpoint))
+        print(f"{name} ({denoiser.arch.name}) on {denoiser.describe()}", file=sys.stderr)
     return denoiser
 
 

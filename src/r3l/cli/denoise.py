@@ -21,36 +21,62 @@ def add_parser(sub) -> None:
     p.add_argument("--explain", metavar="DIR",
                    help="R3L only: write DIR/<image>/step1.png ... (the residual each pixel chose at each step, "
                         "blue = darker, red = brighter) and DIR/<image>/estimate.gif (the estimate over the steps)")
+    p.add_argument("--strength", type=strength, default="auto", metavar="S",
+                   help="how much of the model's change to keep, 0-1 (1: its whole output, 0: the input), or "
+                        "auto (default): from each image's estimated noise level, full for visible noise and less "
+                        "for a nearly clean photo, whose detail any denoiser smooths (r3l says what it chose)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def strength(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1], got {text!r}")
+    return value
 
 
 class _Denoisers:
     """The denoiser for each image of ``r3l denoise``: the one named, or the default model that fits the image
-    (gray or colour), each loaded once."""
+    (gray or colour), each loaded once, when the first image that needs it comes."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.fixed = bool(args.checkpoint or args.model)
-        self.first = load_denoiser(args)  # a clear error before any work if no model can be loaded
-        self.first_name = args.model or str(args.checkpoint)
-        if not self.fixed:
-            from r3l.models.zoo import default_model
-
-            self.first_name = default_model(1).name
-        self.loaded = {self.first_name: self.first}
-        self.names: dict[int, str] = {1: self.first_name}
+        self.loaded: dict[str, object] = {}
+        self.names: dict[int, str] = {}
         """The default model's name per channel count (the registry is read once for each)."""
+        if self.fixed:  # a clear error before any work if the model cannot be loaded
+            self.loaded[args.model or str(args.checkpoint)] = load_denoiser(args)
+        else:
+            self.default_name(1)  # a clear error before any work if no model is installed
+
+    def default_name(self, channels: int) -> str:
+        from r3l.models.zoo import default_model
+
+        if channels not in self.names:
+            self.names[channels] = default_model(channels).name
+        return self.names[channels]
+
+    def is_policy(self) -> bool:
+        """Whether the named model, or the gray default, is a policy (R3L: ``--explain`` shows its actions)."""
+        if self.fixed:
+            return next(iter(self.loaded.values())).env is not None
+        from r3l.models.zoo import find_model
+
+        return find_model(self.default_name(1)).arch.entry.policy
 
     def __call__(self, image) -> tuple[object, str]:
         """The denoiser for ``image`` and its model's name."""
         if self.fixed:
-            return self.first, self.first_name
-        from r3l.models.zoo import default_model
-
+            return next(iter(self.loaded.items()))[::-1]
         channels = 3 if image.ndim == 3 and image.shape[2] >= 3 else 1
-        if channels not in self.names:
-            self.names[channels] = default_model(channels).name
-        name = self.names[channels]
+        name = self.default_name(channels)
         if name not in self.loaded:
             self.loaded[name] = load_denoiser(self.args, channels)
         return self.loaded[name], name
@@ -65,14 +91,22 @@ def _outputs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     from r3l.io.images import list_images, output_bits
 
     inputs = [Path(p) for p in args.inputs]
+    for path in inputs:
+        if not path.exists():
+            raise R3LError(f"{path}: no such file or folder (nothing written)")
     if args.output:
         if len(inputs) != 1 or inputs[0].is_dir():
             raise R3LError("-o/--output takes one input file; use --out-dir for several or for a folder")
+        if Path(args.output).is_dir():
+            raise R3LError(f"-o {args.output}: is a folder; give a file name, or --out-dir {args.output} to "
+                           "write the input's name into it (nothing written)")
         pairs = [(inputs[0], Path(args.output))]
     elif not args.out_dir:
         raise R3LError("give -o OUTPUT (one input) or --out-dir DIR")
     else:
         out_dir, pairs = Path(args.out_dir), []
+        if out_dir.exists() and not out_dir.is_dir():
+            raise R3LError(f"--out-dir {out_dir}: is a file, not a folder (nothing written)")
         for path in inputs:
             if path.is_dir():
                 pairs += [(f, out_dir / f.name) for f in list_images(path)]
@@ -89,6 +123,8 @@ def _outputs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
                            "--out-dir folders")
         if src.resolve() == key:
             raise R3LError(f"{dst}: output would overwrite its input")
+        if dst.is_dir():
+            raise R3LError(f"{dst}: a folder of that name is in the way of the output (nothing written)")
         output_bits(dst, 8)
         seen[key] = src
         unique.append((src, dst))
@@ -110,11 +146,47 @@ def _explain_dirs(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> l
     return dirs
 
 
-def _warn_noise_level(denoiser, image, src) -> None:
-    """One warning line if the image's estimated Gaussian noise lies outside the model's training range."""
-    note = denoiser.image_noise_warning(image)
-    if note:
-        warn(f"{src}: {note}")
+class _ProgressBar:
+    """A progress bar over one image's tiles on a terminal (tqdm on stderr); nothing when stderr is not a
+    terminal or with --quiet."""
+
+    def __init__(self, args: argparse.Namespace, src: Path):
+        self.bar = None
+        if not args.quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=src.name, unit="tile", leave=False, file=sys.stderr)
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> "_ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _strength(args: argparse.Namespace, denoiser, image, src) -> float:
+    """The strength for ``image``: --strength, or the automatic one, said on stderr when it is below 1; and the
+    warning of a noise level outside the model's training range when the model's output is used in full."""
+    if args.strength != "auto":
+        return args.strength
+    chosen, sigma = denoiser.strength_for(image)
+    if chosen == 0.0:
+        warn(f"{src}: noise sigma about {sigma:.0f} (estimated): too little to remove without smoothing detail, "
+             "left as it is (--strength 1 denoises it anyway)")
+    elif chosen < 1.0:
+        warn(f"{src}: noise sigma about {sigma:.0f} (estimated): light noise, denoised at strength {chosen:.2f} "
+             "to keep detail (--strength 1 for the model's whole output)")
+    else:
+        note = denoiser.sigma_warning(sigma, estimated=True)
+        if note:
+            warn(f"{src}: {note}")
+    return chosen
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,20 +196,22 @@ def run(args: argparse.Namespace) -> int:
     pairs = _outputs(args)
     explain_dirs = _explain_dirs(args, pairs)
     denoisers = _Denoisers(args)
-    if args.explain and denoisers.first.env is None:
-        raise R3LError(f"--explain needs an R3L checkpoint; this model is {denoisers.first.arch.name} "
-                       "(nothing written)")
+    if args.explain and not denoisers.is_policy():
+        raise R3LError("--explain needs an R3L checkpoint or model (a policy, whose actions it shows); this "
+                       "model is not one (nothing written)")
     failed, used = 0, {}
     for (src, dst), explain_dir in zip(pairs, explain_dirs):
         try:
             image, alpha, info = read_image_with_alpha(src)
-            output_bits(dst, info.bits)
+            if output_bits(dst, info.bits) != info.bits:
+                warn(f"{src}: a {info.bits}-bit float image, written to {dst.name} as 16-bit integers (a .tif "
+                     "output keeps it float)")
             denoiser, name = denoisers(image)
-            _warn_noise_level(denoiser, image, src)
-            out = denoiser.denoise(image)
+            with _ProgressBar(args, src) as bar:
+                out = denoiser.denoise(image, bar.update, strength=_strength(args, denoiser, image, src))
             if not denoisers.fixed:  # the default model that fits each image: say which
                 used[name] = used.get(name, 0) + 1
-            write_image(dst, out, bits=info.bits, alpha=alpha)
+            write_image(dst, out, bits=info.bits, alpha=alpha, metadata=info)
             if explain_dir is not None:
                 from r3l.evaluation.explain import explain
 

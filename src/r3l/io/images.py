@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 from r3l.errors import R3LError, warn
 from r3l.io.files import atomic_write_bytes
@@ -54,6 +54,10 @@ class ImageInfo:
     channels: int
     bits: int
     alpha: bool = False
+    icc_profile: bytes | None = None
+    """The file's ICC colour profile, which :func:`write_image` writes back."""
+    exif: bytes | None = None
+    """The file's EXIF block with its orientation reset (the pixels were turned upright on reading)."""
 
 
 def _open_checked(path: Path) -> str:
@@ -168,6 +172,7 @@ def _read_with_pillow(path: Path) -> np.ndarray:
         with warnings.catch_warnings(), Image.open(path) as im:
             warnings.simplefilter("ignore")
             im.load()
+            im = ImageOps.exif_transpose(im)  # a phone's rotated JPEG comes out upright
             if im.mode.startswith("I;16"):
                 return np.asarray(im, dtype=np.uint16)
             if im.mode in ("I", "F", "L", "LA", "RGB", "RGBA"):
@@ -226,10 +231,26 @@ def read_image(path: str | Path, channels: int | None = None) -> tuple[np.ndarra
 
 def read_image_with_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, ImageInfo]:
     """Read a file as colour ``(H, W, C)`` float32 in [0, 1], its alpha channel ``(H, W, 1)`` in the file's own
-    type (uint8, uint16, float32) or None, and what it held. Write both back with :func:`write_image`."""
+    type (uint8, uint16, float32) or None, and what it held, its ICC profile and EXIF block included. Write them
+    back with :func:`write_image` (``metadata=info``)."""
     colour, alpha = decode(path)
-    info = ImageInfo(colour.shape[0], colour.shape[1], colour.shape[2], _bits(colour), alpha is not None)
+    icc, exif = _metadata(Path(path))
+    info = ImageInfo(colour.shape[0], colour.shape[1], colour.shape[2], _bits(colour), alpha is not None, icc, exif)
     return to_float(colour), alpha, info
+
+
+def _metadata(path: Path) -> tuple[bytes | None, bytes | None]:
+    """The ICC profile and the EXIF block (orientation reset to upright, as decoding turns the pixels) of a file
+    Pillow reads; ``(None, None)`` for one it does not."""
+    try:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")
+            exif = im.getexif()
+            if ExifTags.Base.Orientation in exif:
+                exif[ExifTags.Base.Orientation] = 1
+            return im.info.get("icc_profile") or None, (exif.tobytes() if len(exif) else None)
+    except Exception:
+        return None, None
 
 
 def quantize(image: np.ndarray, bits: int = 8) -> np.ndarray:
@@ -257,13 +278,15 @@ def output_bits(path: str | Path, bits: int) -> int:
 
 
 def write_image(path: str | Path, image: np.ndarray, bits: int = 8, channels: int | None = None,
-                alpha: np.ndarray | None = None) -> None:
+                alpha: np.ndarray | None = None, metadata: ImageInfo | None = None) -> None:
     """Write a float ``(H, W, C)`` or ``(H, W)`` image in [0, 1] atomically, with 8, 16 or 32 (float) bits.
 
     ``channels`` converts before writing (e.g. a gray result for a colour input); ``alpha`` ``(H, W, 1)`` is
     written unchanged beside the colour (in PNG and TIFF; JPEG and BMP have no alpha, so it is left out with a
     warning). TIFFs are written uncompressed, which every TIFF reader opens. The file appears complete or not
-    at all: it is written beside the target and renamed.
+    at all: it is written beside the target and renamed. ``metadata``'s ICC profile and EXIF block (what
+    :func:`read_image_with_alpha` found) are written with 8-bit PNG, JPEG and TIFF outputs and gray 16-bit ones;
+    a 16-bit colour output leaves them out with a warning.
     """
     path = Path(path)
     bits = output_bits(path, bits)
@@ -283,9 +306,19 @@ def write_image(path: str | Path, image: np.ndarray, bits: int = 8, channels: in
             # The encoders here write gray + alpha at 8 bits only: deeper gray + alpha is written as RGBA.
             native = to_channels(native, 3)
         native = np.concatenate([native, alpha.reshape(*native.shape[:2], 1)], axis=2)
-    if native.shape[2] == 2:
+    extra = {}
+    if metadata is not None:
+        extra = {k: v for k, v in (("icc_profile", metadata.icc_profile), ("exif", metadata.exif)) if v}
+    pillow_mode = _pillow_mode(native) if extra or native.shape[2] == 2 else None
+    if extra and pillow_mode is None:
+        warn(f"{path}: the input's colour profile and EXIF data are not written with {bits}-bit colour")
+    if pillow_mode is not None and suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
         buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(native), "LA").save(buffer, format="PNG" if suffix == ".png" else "TIFF")
+        fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(suffix, "TIFF")
+        quality = {"quality": 95} if fmt == "JPEG" else {}  # OpenCV's default, which the other outputs get
+        # Pillow reads the mode (L, LA, RGB, RGBA, I;16) from the array's shape and type.
+        Image.fromarray(np.ascontiguousarray(native if native.shape[2] != 1 else native[:, :, 0])) \
+            .save(buffer, format=fmt, **quality, **extra)
         atomic_write_bytes(path, buffer.getvalue())
         return
     if native.shape[2] >= 3:
@@ -295,6 +328,15 @@ def write_image(path: str | Path, image: np.ndarray, bits: int = 8, channels: in
     if not ok:
         raise R3LError(f"{path}: could not encode the image")
     atomic_write_bytes(path, encoded.tobytes())
+
+
+def _pillow_mode(native: np.ndarray) -> str | None:
+    """The Pillow mode that writes ``native`` ``(H, W, C)`` as it is, or None (16-bit colour: OpenCV's)."""
+    if native.dtype == np.uint8:
+        return {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[native.shape[2]]
+    if native.dtype == np.uint16 and native.shape[2] == 1:
+        return "I;16"
+    return None
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -5,6 +5,7 @@ DnCNN, IRCNN's weights (``head_init: residual`` makes the greedy step IRCNN's re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from torch import nn
@@ -15,6 +16,7 @@ from r3l.models.checkpoint import load_checkpoint, load_weights
 from r3l.models.ircnn import init_from_ircnn, init_from_r3n, widen_to_colour
 from r3l.models.networks import OpponentColour, init_from_dncnn
 from r3l.models.spec import build_network, spec_from_config
+from r3l.models.zoo import find_model
 from r3l.schema import positive
 
 
@@ -39,8 +41,8 @@ class InitOptions:
     """``head_init: residual``: the initial policy is a discretised Gaussian of this variance (gray levels²)
     around IRCNN's residual."""
     init_checkpoint: str = ""
-    """``init: checkpoint``: an r3l checkpoint whose layers start this model (an R3N's encoder and head start R3L's
-    encoder, its Gaussian policy head and the value head's hidden layers)."""
+    """``init: checkpoint``: an r3l checkpoint, or a registry model's name, whose layers start this model (an R3N's
+    encoder and head start R3L's encoder, its Gaussian policy head and the value head's hidden layers)."""
 
 
 def build_model(cfg) -> nn.Module:
@@ -65,7 +67,7 @@ def build_model(cfg) -> nn.Module:
     elif m.init == "checkpoint":
         if not m.init_checkpoint:
             raise R3LError("model.init checkpoint needs model.init_checkpoint (an r3l checkpoint to start from)")
-        path = expand_path(m.init_checkpoint, "model.init_checkpoint")
+        path = checkpoint_path(m.init_checkpoint)
         ckpt = load_checkpoint(path)
         source = build_network(ckpt.arch)
         load_weights(source, ckpt, ckpt.arch, path)
@@ -76,6 +78,15 @@ def build_model(cfg) -> nn.Module:
         else:
             init_from_r3n(start, source, m.head_temperature, action_step)
     return net
+
+
+def checkpoint_path(value: str) -> Path:
+    """``model.init_checkpoint``'s file: a path (``${VAR}`` expanded), or the name of a registry model
+    (``r3n-gray-s25``: a shipped model, or one in ``R3L_MODELS``)."""
+    path = expand_path(value, "model.init_checkpoint")
+    if not path.exists() and path.suffix != ".safetensors" and len(path.parts) == 1:
+        return find_model(value).path
+    return path
 
 
 def _same_shape(a: nn.Module, b: nn.Module) -> bool:

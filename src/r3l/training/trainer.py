@@ -44,7 +44,7 @@ def compiled(fn, what: str, mode: str):
 #: Keys that may change when a run is resumed: they decide what is logged, saved and validated, where and how
 #: fast it runs, but not the sequence of updates. Any other change makes the run something else than the
 #: continuation of the one it resumes, and needs ``--force``.
-RESUMABLE_CHANGES = ("name", "train.log_every", "train.val_every", "train.save_every", "train.device",
+RESUMABLE_CHANGES = ("name", "train.log_every", "train.val_every", "train.save_every", "train.snapshot_every", "train.device",
                      "train.threads", "train.tensorboard", "train.progress", "train.max_bad_updates",
                      "train.channels_last", "train.cudnn_benchmark", "train.compile", "train.compile_mode",
                      "data.workers", "data.val", "data.val_max_images", "data.val_sigma", "data.val_seed")
@@ -337,7 +337,7 @@ class Trainer:
                 clean = clean.to(self.device, non_blocking=True)
                 stats = self.run_episode(episode, clean, generator)
                 lr = stats.pop("charts/learning_rate")
-                interval.add(stats, clean.numel() * self.env.steps)
+                interval.add(stats, clean.numel() * self.env.steps * getattr(self.algo, "group", 1))
                 done = episode + 1
                 bar.update(1)
                 if done % tc.log_every == 0 or done == end:
@@ -350,6 +350,9 @@ class Trainer:
                     last["val/psnr"] = self._validate_and_keep_best(done, logger)
                 out_of_time = time_limit is not None and done % tc.log_every == 0 and \
                     self.world.any(time.perf_counter() - started > time_limit, self.device)
+                if main and tc.snapshot_every and done % tc.snapshot_every == 0:
+                    save_checkpoint(self.run_dir / "snapshots" / f"episode_{done:06d}.safetensors",
+                                    self._checkpoint(done, with_optimizer=False))
                 if main and (done % tc.save_every == 0 or done == end or out_of_time):
                     save_checkpoint(self.last_path, self._checkpoint(done, with_optimizer=True), keep_previous=True)
                 if out_of_time:

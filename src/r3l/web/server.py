@@ -135,9 +135,14 @@ class WebApp:
             job.done, job.total = done, total
 
         noisy = noisy_version(image, stem, sigma, seed) if sigma > 0 else image
-        note = denoiser.sigma_warning(sigma) if sigma > 0 else denoiser.image_noise_warning(image)
-        job.warning = note or ""
-        out = denoiser.denoise(noisy.astype(np.float32), progress)
+        denoiser = denoiser.for_image(noisy)  # "auto": the default model for a gray or a colour image
+        strength, estimated = (1.0, sigma) if sigma > 0 else denoiser.strength_for(image)
+        if strength < 1.0:
+            job.warning = (f"noise sigma about {estimated:.0f} (estimated): the model's change kept at strength "
+                           f"{strength:.2f}, so that a nearly clean photo keeps its detail")
+        else:
+            job.warning = denoiser.sigma_warning(estimated, estimated=sigma == 0) or ""
+        out = denoiser.denoise(noisy.astype(np.float32), progress, strength=strength)
         if sigma > 0:
             # Exactly r3l eval's protocol: seeded noise by image name, output clipped and rounded to 8 bits.
             job.metrics = {**quality(image, out, noisy), "sigma": sigma, "seed": seed}
@@ -283,6 +288,10 @@ def serve(models: dict[str, Callable], host: str = "127.0.0.1", port: int = 8000
         app.worker.shutdown(wait=False, cancel_futures=True)
 
 
+AUTO_MODEL = "auto (the default model for a gray or a colour image)"
+"""The page's first model when it serves the registry: each upload gets the default that fits it."""
+
+
 def model_loaders(checkpoints: list[str], names: list[str], device: str) -> dict[str, Callable]:
     """What the page offers: each ``--checkpoint`` (by file name), each ``--model NAME``, else every model of
     the registry; loaded on first use."""
@@ -291,11 +300,15 @@ def model_loaders(checkpoints: list[str], names: list[str], device: str) -> dict
     from r3l.models.zoo import find_model, list_models
 
     loaders: dict[str, Callable] = {}
+    if not checkpoints and not names:  # the registry: first the default model that fits each image
+        loaders[AUTO_MODEL] = lambda: open_denoiser(device=device)
     for path in checkpoints:
         load_checkpoint(path)  # a bad file is refused before the server starts
         loaders[Path(path).name] = lambda path=path: open_denoiser(checkpoint=path, device=device)
-    for card in [find_model(name) for name in names] or ([] if loaders else list_models()):
+    for card in [find_model(name) for name in names] or ([] if checkpoints else list_models()):
         loaders[card.name] = lambda card=card: open_denoiser(model=card.name, device=device)
+    if list(loaders) == [AUTO_MODEL]:
+        loaders.clear()
     if not loaders:
         raise R3LError("no model to serve: no trained models are installed; pass --checkpoint CKPT (or add models with "
                        "R3L_MODELS)")
