@@ -97,3 +97,17 @@ def test_validation_levels_are_checked_by_the_task():
     with pytest.raises(R3LError, match="config key data.val_sigma: the salt_pepper noise density must lie in"):
         from_dict({**base, "env": {"name": "pixelrl_denoise", "noise": "salt_pepper", "sigma": 0.1}})
     assert from_dict({**base, "env": {"sigma": 25}}).data.val_sigma == [0.2, 1.5]  # Gaussian σ: any ≥ 0
+
+
+def test_a_shipped_config_is_found_by_name(tmp_path, capsys):
+    from r3l.cli import main
+    from r3l.config import SHIPPED_CONFIGS, config_path
+
+    assert config_path("r3l_gray_sigma25_group") == SHIPPED_CONFIGS / "r3l_gray_sigma25_group.yaml"
+    assert config_path("r3l_gray_sigma25.yaml") == SHIPPED_CONFIGS / "r3l_gray_sigma25.yaml"
+    local = tmp_path / "mine.yaml"
+    assert config_path(str(local)) == local  # a path stays a path
+    assert main(["train", "--list-configs"]) == 0
+    assert "r3l_gray_sigma25_group" in capsys.readouterr().out
+    assert main(["train", "--config", "no_such_config"]) == 2
+    assert "no_such_config: config file not found" in capsys.readouterr().err

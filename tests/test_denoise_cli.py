@@ -155,3 +155,22 @@ def test_a_blind_model_does_not_recommend_blind_models(registry):
     assert "noise left" in denoiser.sigma_warning(90) and "blind models" not in denoiser.sigma_warning(90)
     denoiser.training_sigma = (25.0, 25.0)
     assert "blind models" in denoiser.sigma_warning(90)
+
+
+def test_the_readme_python_snippet_runs_and_picks_the_colour_model(monkeypatch):
+    """The README's snippet, as it is printed there, on a noisy colour image with the shipped models."""
+    import re
+    from pathlib import Path
+
+    from r3l.models.zoo import default_model
+
+    monkeypatch.delenv("R3L_MODELS", raising=False)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "pretrained()" in block)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(100 + rng.normal(0, 25, (24, 28, 3)), 0, 255).astype(np.uint8)
+    scope = {"noisy": noisy}
+    exec(snippet, scope)
+    assert scope["clean"].shape == noisy.shape and scope["clean"].dtype == np.uint8
+    assert scope["denoiser"].for_image(noisy).name == default_model(3).name != default_model(1).name
+    assert scope["named"].name == "r3n-gray-s25"

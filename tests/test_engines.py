@@ -1,6 +1,8 @@
 """Inference engines: onnxruntime runs a denoiser's whole inference as PyTorch's fp32 does, from one graph per
 architecture (cached), and ``auto`` falls back to PyTorch, in one warning, where it cannot."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -113,10 +115,19 @@ def test_one_graph_per_architecture_new_weights_written_into_it(cache, monkeypat
         fast = Denoiser(net, spec, "cpu").prepare()
         _agree(fast, Denoiser(net, spec, "cpu", engine="torch", channels_last=False), x)
     assert len(calls) == 1
-    assert len(list(cache.glob("*.onnx"))) == 1
+    graphs = list(cache.glob("*.onnx"))
+    assert len([g for g in graphs if "-" not in g.stem]) == 1 and len(graphs) == 4  # + one per network's weights
     monkeypatch.setattr(engines, "_GRAPHS", {})  # a new process: the file is read, not exported
     Denoiser(build_network(spec), spec, "cpu").prepare()
     assert len(calls) == 1
+    monkeypatch.setattr(engines, "_GRAPHS", {})
+    with monkeypatch.context() as m:
+        m.setattr(engines, "_with_weights", lambda graph, net: pytest.fail("onnx used for a cached model"))
+        _agree(Denoiser(net, spec, "cpu").prepare(), Denoiser(net, spec, "cpu", engine="torch", channels_last=False), x)
+    weighted = next(g for g in cache.glob("*-*.onnx") if engines._weights_digest(net) in g.stem)
+    weighted.write_bytes(weighted.read_bytes()[:-8] + bytes(8))  # damaged after it was checked: not used
+    _agree(Denoiser(net, spec, "cpu").prepare(), Denoiser(net, spec, "cpu", engine="torch", channels_last=False), x)
+    assert hashlib.sha256(weighted.read_bytes()).hexdigest() == weighted.with_suffix(".sha256").read_text()
 
 
 def test_damaged_cache_file_is_exported_again(cache, monkeypatch):
@@ -192,7 +203,7 @@ def test_command_line_engine_and_verbose(r3l_checkpoint, tmp_path, capsys):
                      "--engine", engine, "--verbose"]) == 0
         err = capsys.readouterr().err
         expected = "torch cpu, fp32, channels-last" if engine == "torch" else "onnxruntime, fp32"
-        assert f"r3l model on {expected}" in err, err
+        assert f"{r3l_checkpoint} (r3l) on {expected}" in err, err
         outputs[engine] = out.read_bytes()
     assert outputs["auto"] == outputs["onnxruntime"]
     code = main(["eval", "--checkpoint", str(r3l_checkpoint), "--data", str(tmp_path), "--engine", "onnxruntime",

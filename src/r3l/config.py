@@ -220,6 +220,28 @@ def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> Config:
     return cfg
 
 
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+"""The configs that ship with r3l (the repository's ``configs/``)."""
+
+
+def shipped_configs() -> dict[str, str]:
+    """Each shipped config's name and the first line of its opening comment."""
+    out = {}
+    for path in sorted(SHIPPED_CONFIGS.glob("*.yaml")):
+        comment = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        out[path.stem] = comment
+    return out
+
+
+def config_path(value: str) -> Path:
+    """``r3l train --config``'s file: a path, or a shipped config's name (with or without ``.yaml``)."""
+    path = Path(value)
+    shipped = SHIPPED_CONFIGS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if not path.exists() and len(path.parts) == 1 and shipped.is_file():
+        return shipped
+    return path
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read a YAML config file (or none, for the defaults) and apply ``key=value`` overrides."""
     values: dict[str, Any] = {}

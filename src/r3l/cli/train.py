@@ -10,9 +10,14 @@ from r3l.errors import R3LError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model from a YAML config",
-                       description="Train an R3L denoiser. Writes last/best checkpoints, config.yaml, "
-                                   "metrics.jsonl and TensorBoard logs into the run directory.")
-    p.add_argument("--config", required=True, help="YAML config file (see configs/)")
+                       description="Train a model of a pixel-wise task from a YAML config: R3L (reinforcement "
+                                   "learning: PPO, or its critic-free group baseline), R3N or DnCNN (supervised), "
+                                   "pixelRL, or a task and model of your own. Writes last/best checkpoints, "
+                                   "config.yaml, metrics.jsonl and TensorBoard logs into the run directory.")
+    p.add_argument("--config", help="a YAML config file, or the name of one that ships with r3l "
+                                    "(--list-configs shows them)")
+    p.add_argument("--list-configs", action="store_true",
+                   help="list the configs that ship with r3l, with what each trains, and exit")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set ppo.lr=1e-4 --set data.batch_size=16 (repeatable)")
     p.add_argument("--resume", action="store_true",
@@ -30,7 +35,15 @@ def run(args: argparse.Namespace) -> int:
     from r3l.runtime import configure_torch
     from r3l.training.trainer import Trainer, resume_candidates
 
-    cfg = load_config(args.config, args.set or [])
+    from r3l.config import config_path, shipped_configs
+
+    if args.list_configs:
+        for name, summary in shipped_configs().items():
+            print(f"{name:32s} {summary}")
+        return 0
+    if not args.config:
+        raise R3LError("give --config FILE or the name of a shipped config (r3l train --list-configs)")
+    cfg = load_config(config_path(args.config), args.set or [])
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     has_checkpoint = bool(resume_candidates(run_dir))
     # Under torchrun --max-restarts, a restarted worker continues the run from its last checkpoint.

@@ -15,9 +15,11 @@ A :class:`~r3l.inference.denoiser.Denoiser` runs on one of them:
 An architecture's graph is exported once (a few seconds, with the exporter's constant folding off so that every
 parameter stays an initializer named ``net.<parameter>``) and kept in :func:`cache_dir`; each network's weights
 are written into a copy of it, so a new checkpoint, or a network in training being validated, costs one
-onnxruntime session (about 0.1 s), not an export. A graph read or exported for the first time in a process is
-checked against PyTorch on a small input first: it was exported with random weights, so a parameter the
-exporter had folded into a constant would show.
+onnxruntime session (about 0.1 s), not an export. That copy is cached as well, named by the weights' digest, so
+a later process with the same model (a shipped one) gives it to onnxruntime as it is and never imports onnx
+(about 1 s of a command's start). A graph read or exported for the first time in a process is checked against
+PyTorch on a small input first: it was exported with random weights, so a parameter the exporter had folded into
+a constant would show.
 """
 
 from __future__ import annotations
@@ -111,29 +113,50 @@ class OnnxRuntimeEngine:
     def __init__(self, denoiser: Denoiser, threads: int = 0):
         self.threads = threads or torch.get_num_threads()
         key = _graph_key(denoiser)
+        # The graph with this network's weights written in is kept too: a later process with the same model (a
+        # shipped one, say) hands it to onnxruntime as it is, without importing onnx to write the weights.
+        # Its SHA-256 beside it says that it is the file that was checked against PyTorch when it was written.
+        weighted = cache_dir() / "onnx" / f"{key}-{_weights_digest(denoiser.net)}.onnx"
+        digest = weighted.with_suffix(".sha256")
+        try:
+            model = weighted.read_bytes()
+            if hashlib.sha256(model).hexdigest() == digest.read_text().strip():
+                self.session = self._session(model)
+                return
+        except (OSError, R3LError):
+            pass
+        model = _with_weights(self._architecture_graph(key, denoiser), denoiser.net)
+        self.session = self._session(model)
+        _check_against_torch(self, denoiser)
+        try:
+            atomic_write_bytes(weighted, model)
+            atomic_write_bytes(digest, hashlib.sha256(model).hexdigest().encode())
+        except R3LError:
+            pass  # an unwritable cache costs an export per process, nothing else
+
+    def _architecture_graph(self, key: str, denoiser: Denoiser) -> bytes:
+        """The graph of ``denoiser``'s architecture (any weights): from this process, the cache, or exported."""
         if key in _GRAPHS:
-            self.session = self._session(_GRAPHS[key], denoiser.net)
-            return
+            return _GRAPHS[key]
         path = cache_dir() / "onnx" / f"{key}.onnx"
         try:
             graph = path.read_bytes()
-            self.session = self._session(graph, denoiser.net)
+            self.session = self._session(_with_weights(graph, denoiser.net))
             _check_against_torch(self, denoiser)
         except (OSError, R3LError):  # not cached yet, or a cached file that is damaged or stale: export anew
             graph = _export_graph(denoiser)
-            self.session = self._session(graph, denoiser.net)
-            _check_against_torch(self, denoiser)
             try:
                 atomic_write_bytes(path, graph)
             except R3LError:
                 pass  # an unwritable cache costs an export per process, nothing else
         _GRAPHS[key] = graph
+        return graph
 
-    def _session(self, graph: bytes, net: torch.nn.Module):
+    def _session(self, model: bytes):
         from r3l.inference.export import onnx_session
 
         try:
-            return onnx_session(_with_weights(graph, net), self.threads)
+            return onnx_session(model, self.threads)
         except R3LError:
             raise
         except Exception as exc:  # onnx's and onnxruntime's errors have many types
@@ -147,7 +170,7 @@ class OnnxRuntimeEngine:
 def _graph_key(denoiser: Denoiser) -> str:
     """What an exported graph depends on: the architecture, the parameters' names and shapes, the inference
     options, and the versions of the exporter's stack."""
-    import onnx
+    from importlib.metadata import version
 
     from r3l.version import __version__
     from r3l.inference.export import ONNX_OPSET
@@ -158,9 +181,18 @@ def _graph_key(denoiser: Denoiser) -> str:
         "arch": denoiser.arch.to_dict(), "network": type(net).__name__,
         "tensors": [[name, list(t.shape)] for name, t in sorted(tensors.items())],
         "decoding": denoiser.decoding, "opset": ONNX_OPSET,
-        "versions": [__version__, torch.__version__, onnx.__version__],
+        "versions": [__version__, torch.__version__, version("onnx")],
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _weights_digest(net: torch.nn.Module) -> str:
+    """A digest of ``net``'s parameters and buffers (names, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted([*net.named_parameters(), *net.named_buffers()], key=lambda item: item[0]):
+        digest.update(f"{name}{list(tensor.shape)}".encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _export_graph(denoiser: Denoiser) -> bytes:
@@ -200,7 +232,10 @@ def _with_weights(graph: bytes, net: torch.nn.Module) -> bytes:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load_model_from_string(graph)
+    try:
+        model = onnx.load_model_from_string(graph)
+    except Exception as exc:  # protobuf's decode errors
+        raise R3LError(f"not an ONNX graph ({_first_line(exc)})") from None
     tensors = {f"net.{name}": t for name, t in [*net.named_parameters(), *net.named_buffers()]}
     for init in model.graph.initializer:
         if not init.name.startswith("net."):
