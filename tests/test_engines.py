@@ -227,3 +227,20 @@ def test_training_validation_runs_on_onnxruntime_as_on_torch(tmp_path, monkeypat
     assert runs
     monkeypatch.setenv("R3L_ENGINE", "torch")
     assert abs(trainer.validate() - fast) < 0.01
+
+
+
+def test_shipped_models_run_their_own_graph_without_an_export(cache, monkeypatch):
+    """Each registry model that ships ``<name>.onnx`` runs it on first use (no export, which costs seconds),
+    and it computes what PyTorch computes with the model's weights."""
+    from r3l.models.zoo import PACKAGE_FOLDER
+
+    monkeypatch.delenv("R3L_MODELS", raising=False)
+    monkeypatch.setattr(engines, "_export_graph", lambda denoiser: pytest.fail("exported a shipped model"))
+    names = sorted(p.stem for p in PACKAGE_FOLDER.glob("*.onnx"))
+    assert names == sorted(p.stem for p in PACKAGE_FOLDER.glob("*.json"))  # every shipped model has its graph
+    for name in names:
+        fast = Denoiser.pretrained(name, device="cpu").prepare()
+        assert fast.engine == "onnxruntime"
+        reference = Denoiser.pretrained(name, device="cpu", engine="torch", channels_last=False)
+        _agree(fast, reference, torch.rand(1, fast.channels, 18, 21))

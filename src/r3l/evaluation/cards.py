@@ -9,12 +9,12 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from r3l.inference.denoiser import open_denoiser
+from r3l.inference.denoiser import Denoiser, open_denoiser
 from r3l.errors import R3LError
 from r3l.evaluation.protocol import evaluate, summarize
 from r3l.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from r3l.io.data import load_images
-from r3l.io.files import write_json
+from r3l.io.files import atomic_write_bytes, write_json
 from r3l.models.zoo import ModelCard, SubsetCheck
 
 
@@ -67,5 +67,22 @@ def pack_model(checkpoint: str | Path, name: str, description: str, data_root: s
                      ckpt.episode, {"config": config, **(training or {})}, dict(bsd68_psnr or {}),
                      dict(results or {}), weights)
     card.check.psnr = round(subset_psnr(card, data_root), 4)
+    write_graph(card)
     write_json(card.to_dict(), out / f"{name}.json")
     return card
+
+
+def write_graph(card: ModelCard) -> bool:
+    """Write the model's onnxruntime graph beside its weights (``<name>.onnx``), so that its first use on a CPU
+    costs no export; ``False`` (nothing written) where the export does not apply or is not installed."""
+    from r3l.inference.engines import model_graph, onnxruntime_missing
+
+    if onnxruntime_missing():
+        return False
+    denoiser = Denoiser.from_checkpoint(card.path, "cpu", engine="torch")
+    try:
+        graph = model_graph(denoiser)
+    except R3LError:
+        return False
+    atomic_write_bytes(card.path.with_suffix(".onnx"), graph)
+    return True

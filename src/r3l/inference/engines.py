@@ -125,9 +125,14 @@ class OnnxRuntimeEngine:
                 return
         except (OSError, R3LError):
             pass
-        model = _with_weights(self._architecture_graph(key, denoiser), denoiser.net)
-        self.session = self._session(model)
-        _check_against_torch(self, denoiser)
+        try:  # a registry model's own graph (<name>.onnx beside its weights): no export on a first run
+            model = shipped_graph(denoiser)
+            self.session = self._session(model)
+            _check_against_torch(self, denoiser)
+        except (OSError, R3LError):
+            model = _with_weights(self._architecture_graph(key, denoiser), denoiser.net)
+            self.session = self._session(model)
+            _check_against_torch(self, denoiser)
         try:
             atomic_write_bytes(weighted, model)
             atomic_write_bytes(digest, hashlib.sha256(model).hexdigest().encode())
@@ -184,6 +189,22 @@ def _graph_key(denoiser: Denoiser) -> str:
         "versions": [__version__, torch.__version__, version("onnx")],
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def shipped_graph(denoiser: Denoiser) -> bytes:
+    """The inference graph a registry model ships beside its weights (``<name>.onnx``, :func:`model_graph`'s
+    output), for a denoiser of that model with greedy decoding; an ``OSError`` when there is none."""
+    from r3l.models.zoo import find_model
+
+    if denoiser.name is None or denoiser.decoding != "greedy":
+        raise FileNotFoundError("no shipped graph for this denoiser")
+    return find_model(denoiser.name).path.with_suffix(".onnx").read_bytes()
+
+
+def model_graph(denoiser: Denoiser) -> bytes:
+    """``denoiser``'s inference of one view as an ONNX graph with its weights written in: what onnxruntime runs,
+    and what ``r3l models pack`` ships beside a model's weights."""
+    return _with_weights(_export_graph(denoiser), denoiser.net)
 
 
 def _weights_digest(net: torch.nn.Module) -> str:
