@@ -228,8 +228,8 @@ def shipped_configs() -> dict[str, str]:
     """Each shipped config's name and the first line of its opening comment."""
     out = {}
     for path in sorted(SHIPPED_CONFIGS.glob("*.yaml")):
-        comment = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
-        out[path.stem] = comment
+        comments = (line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#"))
+        out[path.stem] = next(comments, "")
     return out
 
 

@@ -44,8 +44,8 @@ def compiled(fn, what: str, mode: str):
 #: Keys that may change when a run is resumed: they decide what is logged, saved and validated, where and how
 #: fast it runs, but not the sequence of updates. Any other change makes the run something else than the
 #: continuation of the one it resumes, and needs ``--force``.
-RESUMABLE_CHANGES = ("name", "train.log_every", "train.val_every", "train.save_every", "train.snapshot_every", "train.device",
-                     "train.threads", "train.tensorboard", "train.progress", "train.max_bad_updates",
+RESUMABLE_CHANGES = ("name", "train.log_every", "train.val_every", "train.save_every", "train.snapshot_every",
+                     "train.device", "train.threads", "train.tensorboard", "train.progress", "train.max_bad_updates",
                      "train.channels_last", "train.cudnn_benchmark", "train.compile", "train.compile_mode",
                      "data.workers", "data.val", "data.val_max_images", "data.val_sigma", "data.val_seed")
 
