@@ -111,13 +111,10 @@ def log_prob_entropy(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch
 
 
 def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Return-to-go ``G_t = r_t + γ G_{t+1}`` of an episode that ends after step T−1; ``(T, ...)`` → ``(T, ...)``."""
-    returns = torch.empty_like(rewards)
-    running = torch.zeros_like(rewards[0])
-    for t in reversed(range(rewards.shape[0])):
-        running = rewards[t] + gamma * running
-        returns[t] = running
-    return returns
+    """Return-to-go ``G_t = r_t + γ G_{t+1}`` of an episode that ends after step T−1; ``(T, ...)`` → ``(T, ...)``:
+    :func:`compute_gae` with no critic (values 0, λ 1)."""
+    zeros = torch.zeros_like(rewards)
+    return compute_gae(rewards, zeros, zeros[0], gamma, 1.0)[0]
 
 
 def group_advantages(returns: torch.Tensor, group_size: int) -> torch.Tensor:
