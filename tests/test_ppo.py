@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from conftest import tiny_config
+
 from r3l.algos import PPOConfig
 from r3l.algos.optim import learning_rate
 from r3l.algos.ppo import compute_gae, log_prob_entropy, ppo_loss, sample_actions
@@ -106,7 +108,7 @@ def test_returns_to_go_and_leave_one_out_group_advantages_by_hand():
     assert torch.allclose(advantages, torch.tensor([-3.0, -1.5, 4.5, 0.0, 0.0, 0.0]))
 
 
-def group_ppo(explore=1.0, group=4, vf_coef=0.0, features=8):
+def group_ppo(explore=1.0, group=4, vf_coef=0.0, features=8, anchor=0.0):
     from r3l.algos.ppo import PPO
     from r3l.models.networks import ActorCritic
     from r3l.tasks.denoise import ResidualDenoiseEnv
@@ -114,7 +116,8 @@ def group_ppo(explore=1.0, group=4, vf_coef=0.0, features=8):
     torch.manual_seed(0)
     net = ActorCritic(features=features, policy_form="gaussian", head_init="small", temperature=4.0)
     cfg = PPOConfig(advantage="group", group_size=group, gamma=1.0, epochs=1, minibatches=1, vf_coef=vf_coef,
-                    ent_coef=0.0, explore_temperature=explore, freeze_temperature=True, lr=1e-3)
+                    ent_coef=0.0, explore_temperature=explore, freeze_temperature=True, lr=1e-3,
+                    anchor_coef=anchor)
     return PPO(net, cfg, ResidualDenoiseEnv(sigma=25.0, steps=3))
 
 
@@ -153,3 +156,39 @@ def test_a_frozen_temperature_stays_and_the_value_head_is_not_trained():
     ppo.learn(clean, torch.Generator().manual_seed(1))
     assert torch.equal(ppo.net.log_temperature, tau)
     assert all(torch.equal(a, b) for a, b in zip(value_before, ppo.net.value.parameters()))
+
+
+def test_the_anchor_starts_at_zero_divergence_and_holds_the_policy_near_its_start():
+    import copy
+
+    clean = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    probe = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
+    drift, kls = {}, []
+    for coef in (0.0, 50.0):
+        ppo = group_ppo(explore=8.0, anchor=coef, features=4)
+        start = copy.deepcopy(ppo.net)
+        generator = torch.Generator().manual_seed(1)
+        stats = [ppo.learn(clean, generator) for _ in range(8)]
+        ppo.anchor = start  # the policy's divergence from its start, measured alike for both runs
+        drift[coef] = ppo._anchor_kl(probe, ppo.net.policy_logits(probe)).item()
+        if coef:
+            kls = [s["losses/anchor_kl"].item() for s in stats]
+        else:
+            assert "losses/anchor_kl" not in stats[0]
+    assert abs(kls[0]) < 1e-6 < kls[-1]  # the first update starts at the anchor; later ones have left it
+    assert drift[50.0] < 0.5 * drift[0.0]
+
+
+def test_a_resumed_run_is_anchored_to_where_its_config_starts(tiny_folder):
+    from r3l.config import from_dict
+    from r3l.training.trainer import Trainer
+
+    values = tiny_config(str(tiny_folder / "train"), "", episodes=2, ppo__anchor_coef=1.0, ppo__lr=1e-2)
+    first = Trainer(from_dict(values), tiny_folder / "run")
+    start = {k: v.clone() for k, v in first.net.state_dict().items()}
+    first.train()
+    values["train"]["episodes"] = 3
+    resumed = Trainer(from_dict(values), tiny_folder / "run", resume=True, force=True)
+    anchor, net = resumed.algo.anchor.state_dict(), resumed.net.state_dict()
+    assert all(torch.equal(anchor[k], start[k]) for k in start)
+    assert not all(torch.equal(net[k], start[k]) for k in start)

@@ -18,6 +18,7 @@ Two advantage estimators (``ppo.advantage``):
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -85,6 +86,9 @@ class PPOConfig(LRSchedule):
     freeze_temperature: bool = False
     """Keep a Gaussian policy head's temperature τ at its initial value (``model.head_temperature``) instead of
     learning it: τ is then how much the rollouts explore, a fixed choice of the recipe."""
+    anchor_coef: float = non_negative(0.0)
+    """Weight of ``KL(π ‖ π₀)``, the policy's divergence from the network it started from (untempered, per
+    pixel, on the states of the update), added to the loss; 0 turns it off and runs no second network."""
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None,
@@ -311,6 +315,10 @@ class PPO:
         self.forward = net if forward is None else forward
         if self.group > 1 and cfg.vf_coef == 0 and self.forward is net and hasattr(net, "policy_logits"):
             self.forward = self._policy_only  # no critic to train: skip the value head's three convolutions
+        self.anchor: nn.Module | None = None
+        """A frozen copy of the starting network, for ``ppo.anchor_coef`` (:meth:`anchor_to`)."""
+        if cfg.anchor_coef > 0:
+            self.anchor_to(net)
         self.loss = ppo_objective
         if compile == "all":
             self.loss = torch.compile(ppo_objective, mode=None if mode == "default" else mode, dynamic=False)
@@ -341,6 +349,19 @@ class PPO:
             return torch.full((crops,), float(given), device=device)
         low, high = math.log(given[0]), math.log(given[1])
         return (low + (high - low) * torch.rand(crops, device=device, generator=generator)).exp()
+
+    def anchor_to(self, start: nn.Module) -> None:
+        """Make a frozen copy of ``start`` the policy that ``ppo.anchor_coef`` keeps this one near (a resumed run
+        passes the network its config starts from, not the one it resumes)."""
+        self.anchor = copy.deepcopy(start).requires_grad_(False).eval()
+
+    def _anchor_kl(self, state: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Mean over pixel agents of ``KL(π ‖ π₀)`` between the (untempered) ``logits`` and the anchor's."""
+        with torch.no_grad(), self.precision.autocast():
+            anchored = self.anchor.policy_logits(state) if hasattr(self.anchor, "policy_logits") \
+                else self.anchor(state)[0]
+        logp = F.log_softmax(logits.float(), dim=2)
+        return (logp.exp() * (logp - F.log_softmax(anchored.float(), dim=2))).sum(2).mean()
 
     def _policy_only(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's logits and zeros for values: the forward pass of a critic-free run."""
@@ -437,16 +458,20 @@ class PPO:
                     x = x if idx is None else x[:, idx]
                     return x.reshape(-1, *x.shape[2:])
 
+                states = take(buf.states)
                 with self.precision.autocast():
-                    logits, values = self.forward(take(buf.states))
+                    logits, values = self.forward(states)
+                anchor_kl = None if self.anchor is None else self._anchor_kl(states, logits)
                 if self.tempered:
                     logits = logits / take(buf.temperatures)
                 parts = self.loss(
                     logits, values, take(buf.actions), take(buf.log_probs), take(advantages), take(buf.returns), cfg,
                     take(action_targets),
                 )
-                grad_norm, bad, overflow = self.precision.step(parts.total, self.net, self.optimizer,
-                                                               cfg.max_grad_norm)
+                total = parts.total if anchor_kl is None else parts.total + cfg.anchor_coef * anchor_kl
+                grad_norm, bad, overflow = self.precision.step(total, self.net, self.optimizer, cfg.max_grad_norm)
+                if anchor_kl is not None:
+                    sums["losses/anchor_kl"] = sums.get("losses/anchor_kl", 0.0) + anchor_kl.detach()
                 skipped = skipped + bad.float()
                 overflows = overflows + overflow.float()
                 for name, value in (

@@ -167,7 +167,8 @@ class Trainer:
             load_weights(self.net, ckpt, self.arch, path)
         else:
             self.net = build_model(cfg)
-        self.net.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        self.net_memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.net.to(self.device, memory_format=self.net_memory_format)
         self.precision = Precision(self.device, resolve_precision(self.device, cfg.train.precision))
         """The arithmetic of the network's passes (``self.precision.name``) and the guarded optimiser step."""
         self.compile, self.compile_mode = compile_plan(cfg, self.device)
@@ -179,6 +180,11 @@ class Trainer:
                               self.compile_mode, world)
         self.optimizer = self.algo.optimizer
         if resume:
+            if getattr(self.algo, "anchor", None) is not None:  # the anchor is where the config starts
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(cfg.seed)
+                    start = build_model(cfg)
+                self.algo.anchor_to(start.to(self.device, memory_format=self.net_memory_format))
             restore_optimizer(self.optimizer, ckpt, path)
             if self.precision.loss_scale is not None and "loss_scale" in ckpt.info:
                 self.precision.loss_scale.load_state_dict(ckpt.info["loss_scale"])
