@@ -34,14 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import emit
 from torch.utils.flop_counter import FlopCounterMode
 
-from r3l.inference.denoiser import Denoiser
-from r3l.errors import R3LError
-from r3l.metrics import psnr, to_uint8
-from r3l.io.data import load_images
+from common import emit
 from r3l.degradation import noisy_version
+from r3l.errors import R3LError
+from r3l.inference.denoiser import Denoiser
+from r3l.io.data import load_images
+from r3l.metrics import psnr, to_uint8
 from r3l.models.spec import PAPER_SPECS, build_network
 from r3l.runtime import cpu_has_native_bf16, cpu_prefers_channels_last
 

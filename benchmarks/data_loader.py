@@ -14,10 +14,9 @@ import os
 import time
 
 import torch
-from common import device_name, emit, sync
 
-from r3l.io.data import DataConfig
-from r3l.io.data import load_images, make_train_loader
+from common import device_name, emit, sync
+from r3l.io.data import DataConfig, load_images, make_train_loader
 from r3l.runtime import pick_device
 
 

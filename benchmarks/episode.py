@@ -22,9 +22,9 @@ import datetime
 import time
 
 import torch
-from common import EpisodeSetup, add_episode_args, device_name, emit, peak_device_mib, peak_host_mib, sync
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import EpisodeSetup, add_episode_args, device_name, emit, peak_device_mib, peak_host_mib, sync
 from r3l.training.trainer import Trainer
 
 
@@ -80,7 +80,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=2, help="timed episodes (after one warm-up)")
     parser.add_argument("--training-episodes", type=int,
                         help="episodes of a whole training, for training_estimate_min (default: 30,001 for the seed "
-                             "preset as in the paper, 10,000 for the default preset as in configs/r3l_gray_sigma25.yaml)")
+                             "preset as in the paper, 10,000 for the default preset as in "
+                             "configs/r3l_gray_sigma25.yaml)")
     add_episode_args(parser)
     args = parser.parse_args()
     training_episodes = args.training_episodes or (30001 if args.preset == "seed" else 10000)

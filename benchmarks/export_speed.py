@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import emit
 
+from common import emit
+from r3l.degradation import noisy_version
 from r3l.inference.denoiser import Denoiser
 from r3l.inference.export import ONNX_OPSET, export_onnx, onnx_session
 from r3l.io.data import load_images
-from r3l.degradation import noisy_version
 from r3l.models.spec import PAPER_SPECS, build_network
 
 

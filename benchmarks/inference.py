@@ -17,13 +17,13 @@ import time
 from collections import defaultdict
 
 import torch
-from common import device_name, emit, peak_device_mib, peak_host_mib, sync
 
-from r3l.io.data import load_images
+from common import device_name, emit, peak_device_mib, peak_host_mib, sync
 from r3l.degradation import noisy_version
 from r3l.inference.denoiser import PRECISIONS, Denoiser
-from r3l.runtime import pick_device
+from r3l.io.data import load_images
 from r3l.models.spec import PAPER_SPECS, build_network
+from r3l.runtime import pick_device
 
 PAPER_R3L = PAPER_SPECS["r3l"]
 

@@ -21,8 +21,8 @@ import torch
 
 from common import device_name, emit, peak_device_mib
 from r3l.config import load_config
-from r3l.runtime import configure_torch
 from r3l.errors import R3LError
+from r3l.runtime import configure_torch
 from r3l.training.trainer import Trainer
 
 CURVES = {"entropy": "losses/entropy", "gain": "charts/psnr_gain", "explained_variance": "losses/explained_variance"}

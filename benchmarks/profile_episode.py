@@ -16,9 +16,10 @@ import datetime
 import time
 
 import torch
-from common import EpisodeSetup, add_episode_args, device_name, emit, sync
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
+
+from common import EpisodeSetup, add_episode_args, device_name, emit, sync
 
 
 def busy_microseconds(intervals: list[tuple[float, float]]) -> float:

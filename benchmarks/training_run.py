@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 
 import yaml
+
 from common import emit
 
 

@@ -13,8 +13,8 @@ from conftest import smooth_image
 from r3l.config import load_config
 from r3l.errors import R3LError
 from r3l.evaluation.benchmark import load_benchmark_config
-from r3l.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from r3l.io.images import write_image
+from r3l.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from r3l.models.spec import ARCHITECTURES, ArchSpec, build_network
 from r3l.training.trainer import Trainer
 
@@ -72,7 +72,7 @@ def test_a_new_model_and_algorithm_bring_their_own_config_sections(tmp_path):
     from r3l.algos import ALGORITHMS, Supervised, SupervisedConfig, register_algorithm
     from r3l.config import from_dict
     from r3l.models.networks import DnCNN
-    from r3l.models.spec import ArchOptions, Architecture, register_architecture
+    from r3l.models.spec import Architecture, ArchOptions, register_architecture
     from r3l.schema import positive
 
     @dataclass

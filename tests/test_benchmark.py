@@ -8,10 +8,10 @@ import yaml
 
 import r3l.evaluation.benchmark as bench
 from conftest import DATASETS, DNCNN_WEIGHTS, needs_shared
-from r3l.evaluation.benchmark import load_benchmark_config, run_benchmark
-from r3l.models.checkpoint import Checkpoint, save_checkpoint
 from r3l.errors import R3LError
+from r3l.evaluation.benchmark import load_benchmark_config, run_benchmark
 from r3l.io.images import read_image, write_image
+from r3l.models.checkpoint import Checkpoint, save_checkpoint
 from r3l.models.networks import R3N, ActorCritic
 
 
@@ -115,7 +115,8 @@ def test_benchmark_path_reproduces_published_dncnn(tmp_path):
     ("data: x\nsigma_train: -1\nsigmas: [25]\nmethods: [{name: a, noisy: true}]\n", "sigma_train"),
     ("data: x\nsigma_train: 25\nsigmas: [25]\nmethods: [{name: a}]\n", "give exactly one of"),
     ("data: x\nsigma_train: 25\nsigmas: [25]\nmethods: [{name: a, noisy: true, colour: 1}]\n", "methods[0].colour"),
-    ("data: x\nsigma_train: 25\nsigmas: [25]\nbogus: 1\nmethods: [{name: a, noisy: true}]\n", "unknown benchmark key bogus"),
+    ("data: x\nsigma_train: 25\nsigmas: [25]\nbogus: 1\nmethods: [{name: a, noisy: true}]\n",
+     "unknown benchmark key bogus"),
 ])
 def test_bad_benchmark_configs(tmp_path, text, message):
     path = tmp_path / "b.yaml"

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from r3l.models.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
-from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
+from r3l.inference.denoiser import Denoiser
+from r3l.models.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from r3l.models.networks import ActorCritic
 
 ARCH = {"name": "r3l", "channels": 1, "features": 8, "n_actions": 27, "action_step": 1.0, "steps": 6}

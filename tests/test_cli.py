@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import DATASETS, DNCNN_WEIGHTS, ROOT, needs_shared, tiny_config
+from conftest import DATASETS, DNCNN_WEIGHTS, needs_shared, tiny_config
 from r3l.io.images import read_image, write_image
 
 

@@ -1,8 +1,8 @@
 import pytest
 
+from conftest import ROOT
 from r3l.config import SEED_PRESET, from_dict, load_config
 from r3l.errors import R3LError
-from conftest import ROOT
 
 
 def test_presets_and_overrides():

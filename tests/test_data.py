@@ -3,10 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from r3l.io.data import DataConfig
-from r3l.io.data import EpisodeBatches, NamedImage, augment_crop, check_crop, load_images
 from r3l.degradation import noise_for, noisy_version
 from r3l.errors import R3LError
+from r3l.io.data import DataConfig, EpisodeBatches, NamedImage, augment_crop, check_crop, load_images
 from r3l.io.images import read_image, write_image
 
 

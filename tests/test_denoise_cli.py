@@ -9,8 +9,8 @@ import pytest
 from PIL import Image, ImageCms
 
 from r3l.cli import main
-from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
+from r3l.inference.denoiser import Denoiser
 from r3l.models.zoo import DEFAULT_COLOUR_MODEL, DEFAULT_MODEL
 from test_zoo import constant_defaults
 

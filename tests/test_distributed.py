@@ -17,11 +17,11 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import yaml
 
-from conftest import ROOT, smooth_image, tiny_config
+from conftest import smooth_image, tiny_config
 from r3l.config import from_dict
 from r3l.distributed import World
-from r3l.models.checkpoint import load_checkpoint
 from r3l.io.images import write_image
+from r3l.models.checkpoint import load_checkpoint
 from r3l.runtime import configure_torch
 from r3l.training.trainer import Trainer
 
@@ -87,7 +87,8 @@ def _torchrun(*args, cwd, env=None):
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", *args],
                             cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
                             start_new_session=True)
 
 

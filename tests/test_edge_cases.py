@@ -13,11 +13,11 @@ import yaml
 from PIL import Image
 
 from conftest import DNCNN_WEIGHTS, needs_shared, one_error, train_tiny
-from r3l.models.checkpoint import load_checkpoint
 from r3l.cli import main
-from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError, R3LWarning
+from r3l.inference.denoiser import Denoiser
 from r3l.io.images import read_image, read_image_with_alpha, write_image
+from r3l.models.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -229,9 +229,9 @@ def test_sigma_zero_writes_strict_json(run, tmp_path, capsys):
 
 # 9. every argument checked before any work
 def test_explain_with_dncnn_writes_nothing(tmp_path, capsys):
-    from r3l.models.networks import DnCNN
-
     import torch
+
+    from r3l.models.networks import DnCNN
 
     state = {f"model.{k.split('.', 1)[1]}": v for k, v in DnCNN(1, 8, 3).state_dict().items()}
     torch.save(state, tmp_path / "w.pth")
@@ -262,9 +262,10 @@ def test_contradictory_model_arguments(run, tmp_path, capsys):
 @pytest.mark.parametrize("edit", [("episode", -6), ("episode", 9), ("arch.steps", -6), ("arch.n_actions", 4),
                                   ("arch.channels", 2), ("arch.name", "unet")])
 def test_edited_checkpoint_headers_are_refused(run, tmp_path, edit):
-    from r3l.models.checkpoint import FORMAT_VERSION, _header_digest, _digest
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
+
+    from r3l.models.checkpoint import FORMAT_VERSION, _digest, _header_digest
 
     raw = (run / "run" / "last.safetensors").read_bytes()
     size = int.from_bytes(raw[:8], "little")

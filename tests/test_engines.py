@@ -11,8 +11,8 @@ import r3l.inference.engines as engines
 import r3l.inference.export
 from conftest import one_error, train_tiny
 from r3l.cli import main
-from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError, R3LWarning
+from r3l.inference.denoiser import Denoiser
 from r3l.io.images import write_image
 from r3l.models.spec import ArchSpec, build_network
 

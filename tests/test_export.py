@@ -6,11 +6,11 @@ import torch
 
 from conftest import DATASETS, DNCNN_WEIGHTS, needs_shared, train_tiny
 from r3l.cli import main
-from r3l.inference.denoiser import Denoiser
+from r3l.degradation import noisy_version
 from r3l.errors import R3LError
+from r3l.inference.denoiser import Denoiser
 from r3l.inference.export import InferenceProgram, export_onnx, export_pt2, onnx_session
 from r3l.io.data import load_images
-from r3l.degradation import noisy_version
 from r3l.models.spec import ArchSpec, build_network
 
 #: onnxruntime's convolutions sum in another order than PyTorch's, so a pixel whose two best actions are
@@ -35,8 +35,9 @@ def _inputs(channels: int = 1) -> list[torch.Tensor]:
 
 
 def _check(denoiser: Denoiser, tmp_path, inputs: int | None = None) -> None:
-    """``denoiser`` (PyTorch, fp32, contiguous: the reference) and its exports: 8-bit outputs equal (ONNX: up to :data:`ONNX_TIES` of the pixels); for a one-pass network, whose output
-    is continuous in its input, also equal to float rounding (a value at a .5 boundary may round either way).
+    """``denoiser`` (PyTorch, fp32, contiguous: the reference) and its exports: 8-bit outputs equal (ONNX: up to
+    :data:`ONNX_TIES` of the pixels); for a one-pass network, whose output is continuous in its input, also equal to
+    float rounding (a value at a .5 boundary may round either way).
     ``inputs``: the first that many of :func:`_inputs` only."""
     onnx_path = export_onnx(denoiser, tmp_path / "m.onnx")
     pt2_path = export_pt2(denoiser, tmp_path / "m.pt2")

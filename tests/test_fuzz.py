@@ -7,8 +7,6 @@ import io
 import os
 
 import numpy as np
-import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image

@@ -103,8 +103,8 @@ def test_evaluation_batches_are_smaller_for_a_cpu_denoiser(tmp_path):
     import numpy as np
 
     from conftest import smooth_image
-    from r3l.io.data import load_images
     from r3l.evaluation.protocol import evaluate
+    from r3l.io.data import load_images
     from r3l.io.images import write_image
 
     rng = np.random.default_rng(0)

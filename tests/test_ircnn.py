@@ -195,9 +195,9 @@ def test_clipped_r3n_steps_and_straight_through_gradient():
 
 
 def test_r3l_starts_from_an_r3n(tmp_path):
+    from r3l.models.build import build_model
     from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
-    from r3l.models.build import build_model
 
     torch.manual_seed(0)
     r3n = R3N(1, 8, steps=6, max_step=13)
@@ -222,9 +222,9 @@ def test_r3l_starts_from_an_r3n(tmp_path):
 def test_r3n_continues_from_an_r3n_clipped_otherwise(tmp_path):
     """``init: checkpoint`` with the same network continues from its weights, also when only the step clip (or
     the step count) differs; another shape is refused."""
+    from r3l.models.build import build_model
     from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
-    from r3l.models.build import build_model
 
     torch.manual_seed(0)
     r3n = R3N(1, 8, steps=6)
@@ -241,9 +241,9 @@ def test_r3n_continues_from_an_r3n_clipped_otherwise(tmp_path):
 
 def test_colour_r3n_starts_from_a_gray_one(tmp_path):
     """Widened from a gray R3N, a colour R3N denoises a gray image (copied to three channels) as the gray one."""
+    from r3l.models.build import build_model
     from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
-    from r3l.models.build import build_model
 
     torch.manual_seed(0)
     gray = R3N(1, 8, steps=2)

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from conftest import DATASETS, DNCNN_WEIGHTS, needs_shared
-from r3l.config import from_dict
-from r3l.tasks.denoise import ResidualDenoiseEnv
-from r3l.models.networks import ActorCritic
 from r3l.algos.ppo import all_action_objective, all_action_targets
+from r3l.config import from_dict
+from r3l.models.networks import ActorCritic
+from r3l.tasks.denoise import ResidualDenoiseEnv
 from r3l.training.trainer import Trainer
 
 ENTROPY_FLOOR = 1.5

@@ -4,7 +4,13 @@ import torch
 from conftest import DNCNN_WEIGHTS, needs_shared
 from r3l.errors import R3LError
 from r3l.models.networks import (
-    DNCNN_TO_ACTOR_CRITIC, DNCNN_TO_R3N, ActorCritic, DnCNN, R3N, dncnn_from_weights, init_from_dncnn,
+    DNCNN_TO_ACTOR_CRITIC,
+    DNCNN_TO_R3N,
+    R3N,
+    ActorCritic,
+    DnCNN,
+    dncnn_from_weights,
+    init_from_dncnn,
 )
 
 

@@ -6,12 +6,12 @@ import torch
 
 from conftest import smooth_image
 from r3l.cli import main
+from r3l.degradation import estimate_gaussian_sigma
 from r3l.inference.denoiser import Denoiser
-from r3l.models.checkpoint import Checkpoint, save_checkpoint
 from r3l.io.images import write_image
+from r3l.models.checkpoint import Checkpoint, save_checkpoint
 from r3l.models.networks import R3N
 from r3l.models.spec import ArchSpec
-from r3l.degradation import estimate_gaussian_sigma
 
 
 @pytest.mark.parametrize("sigma", [10.0, 25.0, 50.0])

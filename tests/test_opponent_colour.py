@@ -8,8 +8,8 @@ import torch
 
 from conftest import DATASETS, needs_shared
 from r3l.cli import main
-from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
+from r3l.inference.denoiser import Denoiser
 from r3l.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from r3l.models.networks import OPPONENT, R3N, OpponentColour
 from r3l.models.spec import ArchSpec, build_network

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED, needs_shared, one_error
+from conftest import SHARED, one_error
 from r3l.cli import main
-from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
+from r3l.inference.denoiser import Denoiser
 from r3l.io.images import write_image
 from r3l.models.pixelrl import LAYERS, PIXELRL_ARCH, read_pixelrl
 

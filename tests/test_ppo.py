@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from conftest import tiny_config
-
 from r3l.algos import PPOConfig
 from r3l.algos.optim import learning_rate
 from r3l.algos.ppo import compute_gae, log_prob_entropy, ppo_loss, sample_actions

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from r3l.config import from_dict
-from r3l.models.networks import ActorCritic
-from r3l.models.checkpoint import load_checkpoint
 from r3l.algos.optim import LossScale, Precision, autocast, make_adam, resolve_precision
 from r3l.algos.ppo import log_prob_entropy
+from r3l.config import from_dict
+from r3l.models.checkpoint import load_checkpoint
+from r3l.models.networks import ActorCritic
 from r3l.training.trainer import Trainer
 
 CPU = torch.device("cpu")

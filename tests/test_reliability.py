@@ -17,8 +17,8 @@ import yaml
 from conftest import tiny_config
 from r3l.config import from_dict, load_config
 from r3l.errors import R3LError
-from r3l.models.checkpoint import Checkpoint, load_checkpoint, previous_path, save_checkpoint
 from r3l.io.images import list_images, read_image, write_image
+from r3l.models.checkpoint import Checkpoint, load_checkpoint, previous_path, save_checkpoint
 from r3l.models.networks import ActorCritic
 from r3l.training.trainer import Trainer
 

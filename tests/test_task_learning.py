@@ -6,7 +6,6 @@ Measured on 2 CPU cores (docs/experiments.md, "Tasks"): colour R3L 20.77 dB (the
 CPUs' arithmetic.
 """
 
-import pytest
 
 from conftest import DATASETS, needs_shared
 from r3l.config import from_dict

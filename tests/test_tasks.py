@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from r3l.config import from_dict
+from r3l.degradation import NOISES, noisy_version
 from r3l.errors import R3LError
 from r3l.evaluation.protocol import evaluate
 from r3l.io.data import NamedImage
@@ -13,7 +14,6 @@ from r3l.io.images import read_native, to_float, write_image
 from r3l.tasks import make_env
 from r3l.tasks.denoise import FILTER_ACTIONS, FilterDenoiseEnv, ResidualDenoiseEnv
 from r3l.tasks.filters import bilateral_filter, box_blur, gaussian_blur, median_blur
-from r3l.degradation import NOISES, noisy_version
 
 
 def asymmetric_rgb(h: int = 20, w: int = 28) -> np.ndarray:
@@ -119,9 +119,9 @@ def test_blind_configs_validate_at_several_sigmas(tmp_path):
 
 def test_blind_model_is_not_told_sigma():
     """Inference sees the noisy image only: the network has as many input channels as the image."""
+    from conftest import ROOT
     from r3l.config import load_config
     from r3l.models.spec import build_network, spec_from_config
-    from conftest import ROOT
 
     for name, channels in (("r3l_gray_blind", 1), ("r3l_color_blind", 3)):
         cfg = load_config(ROOT / "configs" / f"{name}.yaml")

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from r3l.models.checkpoint import load_checkpoint
 from r3l.config import from_dict
-from r3l.io.data import load_images
-from r3l.inference.denoiser import Denoiser
 from r3l.evaluation.protocol import evaluate, summarize
+from r3l.inference.denoiser import Denoiser
+from r3l.io.data import load_images
+from r3l.models.checkpoint import load_checkpoint
 from r3l.training.trainer import Trainer
 
 
@@ -113,8 +113,8 @@ def test_holdout_validation_keeps_images_out_of_training(tiny_folder):
 
 
 def test_learning_rate_groups_and_warmup():
-    from r3l.algos.optim import learning_rate, make_adam, set_lr
     from r3l.algos import LRSchedule
+    from r3l.algos.optim import learning_rate, make_adam, set_lr
     from r3l.models.networks import ActorCritic
 
     net = ActorCritic(1, 5, 4)

@@ -10,10 +10,10 @@ from PIL import Image
 
 from conftest import DATASETS, needs_shared, train_tiny
 from r3l.cli import main
-from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
-from r3l.models.spec import ArchSpec, build_network
 from r3l.evaluation.cards import pack_model, subset_psnr
+from r3l.inference.denoiser import Denoiser
+from r3l.models.spec import ArchSpec, build_network
 from r3l.models.zoo import DEFAULT_MODEL, PACKAGE_FOLDER, find_model, list_models
 
 SHIPPED = sorted(p.stem for p in PACKAGE_FOLDER.glob("*.json"))
@@ -179,8 +179,8 @@ def _constant_policy(channels: int, action: int, path):
 def constant_defaults(tmp_path, monkeypatch):
     """The only registry: a gray default whose policy adds 13 levels at every step (6 × 13 in all) and a colour
     default that keeps the image; returns its folder."""
-    from r3l.models.zoo import DEFAULT_COLOUR_MODEL, ModelCard, SubsetCheck
     from r3l.io.files import write_json
+    from r3l.models.zoo import DEFAULT_COLOUR_MODEL, ModelCard, SubsetCheck
 
     models = tmp_path / "models"
     for name, channels, action in ((DEFAULT_MODEL, 1, 26), (DEFAULT_COLOUR_MODEL, 3, 13)):
@@ -253,8 +253,8 @@ def test_cli_pack_takes_benchmark_row_and_eval_reports(registry, tmp_path, capsy
 
 
 def test_gray_default_falls_back_to_a_gray_r3n_before_a_colour_model(tmp_path, monkeypatch, capsys):
-    from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.io.files import write_json
+    from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.networks import R3N
     from r3l.models.spec import ArchSpec
     from r3l.models.zoo import DEFAULT_COLOUR_MODEL, GRAY_DEFAULTS, ModelCard, SubsetCheck, default_model

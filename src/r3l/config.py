@@ -28,7 +28,14 @@ from r3l.io.data import DataConfig
 from r3l.models.build import InitOptions
 from r3l.models.spec import architecture
 from r3l.schema import (
-    apply_override, build_dataclass, check_rules, deep_merge, field_rules, flatten, non_negative, parse_override,
+    apply_override,
+    build_dataclass,
+    check_rules,
+    deep_merge,
+    field_rules,
+    flatten,
+    non_negative,
+    parse_override,
     positive,
 )
 from r3l.tasks import task_class

@@ -13,7 +13,6 @@ from torch import nn
 
 from r3l.schema import non_negative, positive
 
-
 Schedule = Literal["poly", "cosine", "constant"]
 
 

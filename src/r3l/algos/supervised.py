@@ -14,7 +14,6 @@ from r3l.distributed import SINGLE, World
 from r3l.schema import non_negative, positive
 from r3l.tasks.base import BatchImageEnv
 
-
 #: ``log_mse``'s floor on an image's MSE (50 dB PSNR): a clean training image (σ 0 in a blind range) whose
 #: estimate is nearly exact does not get an unbounded weight.
 LOG_MSE_FLOOR = 1e-5

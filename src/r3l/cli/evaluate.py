@@ -54,11 +54,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from r3l.io.data import load_images
-    from r3l.tasks import DenoiseEnv
     from r3l.degradation import noise_model
     from r3l.evaluation.protocol import evaluate, summarize, write_csv
+    from r3l.io.data import load_images
     from r3l.io.files import write_json
+    from r3l.tasks import DenoiseEnv
 
     denoiser = load_denoiser(args)
     images = load_images(args.data, denoiser.channels, "--data", args.max_images)

@@ -31,11 +31,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from r3l import distributed
-    from r3l.config import load_config
+    from r3l.config import config_path, load_config, shipped_configs
     from r3l.runtime import configure_torch
     from r3l.training.trainer import Trainer, resume_candidates
-
-    from r3l.config import config_path, shipped_configs
 
     if args.list_configs:
         for name, summary in shipped_configs().items():

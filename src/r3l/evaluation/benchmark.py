@@ -22,16 +22,16 @@ import numpy as np
 import torch
 import yaml
 
-from r3l.schema import build_dataclass, check_rules, field_rules, non_negative
-from r3l.inference.denoiser import Denoiser, open_denoiser
+from r3l.degradation import noisy_version
 from r3l.errors import R3LError, warn
 from r3l.evaluation.figures import grid, label, plot_psnr, table_markdown
-from r3l.metrics import to_uint8
 from r3l.evaluation.protocol import evaluate, psnr_8bit, write_csv
+from r3l.inference.denoiser import Denoiser, open_denoiser
 from r3l.io.data import NamedImage, load_images
-from r3l.degradation import noisy_version
 from r3l.io.files import atomic_write_bytes, expand_path, to_json, write_json
 from r3l.io.images import write_image
+from r3l.metrics import to_uint8
+from r3l.schema import build_dataclass, check_rules, field_rules, non_negative
 
 #: Published BSD68 PSNR (dB), R3L paper Tables 3 and 4: σ_train → method → σ_test → PSNR.
 PUBLISHED: dict[int, dict[str, dict[int, float]]] = {

@@ -9,12 +9,12 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from r3l.inference.denoiser import Denoiser, open_denoiser
 from r3l.errors import R3LError
 from r3l.evaluation.protocol import evaluate, summarize
-from r3l.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from r3l.inference.denoiser import Denoiser, open_denoiser
 from r3l.io.data import load_images
 from r3l.io.files import atomic_write_bytes, write_json
+from r3l.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from r3l.models.zoo import ModelCard, SubsetCheck
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from r3l.inference.denoiser import Denoiser
 from r3l.errors import R3LError
+from r3l.inference.denoiser import Denoiser
 from r3l.io.files import atomic_write_bytes
 from r3l.io.images import to_channels, write_image
 from r3l.metrics import to_uint8

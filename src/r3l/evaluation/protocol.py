@@ -4,7 +4,8 @@ For each test image and σ: noise from a seed fixed per image (:func:`r3l.degrad
 clipping (the other noise models of :mod:`r3l.degradation` are seeded the same way, see
 :func:`r3l.degradation.noisy_version`); the output clipped to [0, 1] and rounded to 8 bits; PSNR and SSIM against
 the 8-bit clean image, no border crop; on colour images both over all three channels together (PSNR from the
-mean squared error over R, G and B, as CBSD68 and Kodak24 results are reported). Images of the same size are denoised together in one batch.
+mean squared error over R, G and B, as CBSD68 and Kodak24 results are reported). Images of the same size are
+denoised together in one batch.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from r3l.io.data import NamedImage
 from r3l.degradation import noisy_version
+from r3l.io.data import NamedImage
 from r3l.io.files import atomic_write_bytes
 from r3l.io.images import write_image
 from r3l.metrics import psnr, ssim, to_uint8

@@ -9,14 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from r3l.algos.optim import autocast
+from r3l.errors import R3LError, warn
+from r3l.inference.engines import OnnxRuntimeEngine, resolve_engine
 from r3l.models.checkpoint import load_checkpoint, load_weights
-from r3l.tasks import stored_task
 from r3l.models.networks import ActorCritic, dncnn_from_weights
 from r3l.models.spec import ArchSpec, build_network
-from r3l.algos.optim import autocast
-from r3l.inference.engines import OnnxRuntimeEngine, resolve_engine
-from r3l.errors import R3LError, warn
 from r3l.runtime import cpu_prefers_channels_last, pick_device
+from r3l.tasks import stored_task
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DECODINGS = ("greedy", "expected")

@@ -177,8 +177,8 @@ def _graph_key(denoiser: Denoiser) -> str:
     options, and the versions of the exporter's stack."""
     from importlib.metadata import version
 
-    from r3l.version import __version__
     from r3l.inference.export import ONNX_OPSET
+    from r3l.version import __version__
 
     net = denoiser.net
     tensors = {**dict(net.named_parameters()), **dict(net.named_buffers())}

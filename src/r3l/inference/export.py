@@ -2,9 +2,9 @@
 
 :class:`InferenceProgram` is exactly :class:`r3l.inference.denoiser.Denoiser`'s computation on a whole image
 batch, written as a plain module: for a policy (R3L), ``steps`` times "logits → argmax (or the expected
-residual) → add the action's residual", then clip to [0, 1]; for R3N and DnCNN, one pass and the clip. With ``self_ensemble`` the
-8 flips/rotations are in the graph too. Exported graphs take ``N × C × H × W`` float32 in [0, 1] with dynamic
-batch, height and width, and return the denoised batch in [0, 1].
+residual) → add the action's residual", then clip to [0, 1]; for R3N and DnCNN, one pass and the clip. With
+``self_ensemble`` the 8 flips/rotations are in the graph too. Exported graphs take ``N × C × H × W`` float32 in
+[0, 1] with dynamic batch, height and width, and return the denoised batch in [0, 1].
 
 ONNX files are written by PyTorch's ``torch.export``-based exporter at opset :data:`ONNX_OPSET` (supported by
 onnxruntime 1.14 and later, and by TensorRT, OpenVINO and ONNX.js's successors); the ``.pt2`` files are
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from r3l.inference.denoiser import ensemble_mean
 from r3l.errors import R3LError
+from r3l.inference.denoiser import ensemble_mean
 from r3l.io.files import ensure_folder
 from r3l.tasks.denoise import ResidualDenoiseEnv
 

@@ -20,8 +20,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from r3l.errors import R3LError
-from r3l.models.spec import ArchSpec
 from r3l.io.files import atomic_write_bytes, to_json
+from r3l.models.spec import ArchSpec
 
 FORMAT = "r3l-checkpoint"
 FORMAT_VERSION = 3

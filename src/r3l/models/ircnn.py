@@ -276,8 +276,8 @@ def init_from_ircnn(net: nn.Module, path: str | Path, sigma: float = 25.0, head_
     channels, features = layers[0][0].shape[1], layers[0][0].shape[0]
     if getattr(net, "channels", None) != channels or getattr(net, "features", None) != features:
         raise R3LError(f"{path}: IRCNN's weights are for {channels} channel(s) and {features} features; the model "
-                       f"has {getattr(net, 'channels', '?')} and {getattr(net, 'features', '?')} (model.channels must be "
-                       f"{channels}, model.features {features})")
+                       f"has {getattr(net, 'channels', '?')} and {getattr(net, 'features', '?')} "
+                       f"(model.channels must be {channels}, model.features {features})")
     if isinstance(net, ActorCritic):
         heads = [net.policy, net.value]
     elif isinstance(net, R3N):

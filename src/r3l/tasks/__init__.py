@@ -17,7 +17,12 @@ from r3l.errors import R3LError
 from r3l.schema import build_checked
 from r3l.tasks.base import BatchImageEnv, Episode, TaskOptions
 from r3l.tasks.denoise import (
-    DenoiseEnv, DenoiseOptions, FilterDenoiseEnv, FilterDenoiseOptions, ResidualDenoiseEnv, ResidualDenoiseOptions,
+    DenoiseEnv,
+    DenoiseOptions,
+    FilterDenoiseEnv,
+    FilterDenoiseOptions,
+    ResidualDenoiseEnv,
+    ResidualDenoiseOptions,
 )
 
 TASKS: dict[str, type[BatchImageEnv]] = {"residual_denoise": ResidualDenoiseEnv, "pixelrl_denoise": FilterDenoiseEnv}

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from r3l.degradation import noise_model, noisy_version
 from r3l.errors import R3LError
 from r3l.schema import positive
 from r3l.tasks.base import BatchImageEnv, TaskOptions
 from r3l.tasks.filters import bilateral_filter, box_blur, gaussian_blur, median_blur
-from r3l.degradation import noise_model, noisy_version
 
 
 def checked_noise(noise: str, sigma: float | list[float] | tuple[float, float], where: str = "config key env"):

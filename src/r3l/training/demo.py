@@ -7,14 +7,14 @@ from importlib.resources import files
 from pathlib import Path
 
 from r3l.config import load_config
-from r3l.io.data import load_images
-from r3l.inference.denoiser import open_denoiser
-from r3l.evaluation.protocol import evaluate, summarize
-from r3l.io.files import write_json
+from r3l.degradation import noisy_version
 from r3l.evaluation.figures import grid, label
+from r3l.evaluation.protocol import evaluate, summarize
+from r3l.inference.denoiser import open_denoiser
+from r3l.io.data import load_images
+from r3l.io.files import write_json
 from r3l.io.images import write_image
 from r3l.metrics import to_uint8
-from r3l.degradation import noisy_version
 from r3l.runtime import configure_torch
 from r3l.training.trainer import Trainer
 

@@ -13,22 +13,27 @@ from tqdm import tqdm
 from r3l.algos import ALGORITHMS
 from r3l.algos.optim import Precision, learning_rate, resolve_precision, set_lr
 from r3l.config import Config, config_class
-from r3l.schema import flatten
-from r3l.inference.denoiser import Denoiser
 from r3l.distributed import SINGLE, World, device_for
 from r3l.errors import R3LError, warn
 from r3l.evaluation.protocol import evaluate, summarize
-from r3l.models.checkpoint import (
-    Checkpoint, load_checkpoint, load_weights, optimizer_state, previous_path, restore_optimizer, save_checkpoint,
-)
+from r3l.inference.denoiser import Denoiser
 from r3l.io.data import NamedImage, check_crop, load_images, make_train_loader
 from r3l.io.files import atomic_write_bytes
-from r3l.training.logger import MetricLogger
 from r3l.models.build import build_model
+from r3l.models.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_weights,
+    optimizer_state,
+    previous_path,
+    restore_optimizer,
+    save_checkpoint,
+)
 from r3l.models.spec import architecture, build_network, spec_from_config
 from r3l.runtime import cpu_prefers_channels_last, pick_device, resolve_compile
+from r3l.schema import flatten
 from r3l.tasks import make_env
-
+from r3l.training.logger import MetricLogger
 
 COUNTERS = ("health/skipped_steps", "health/bad_update", "health/scale_overflows")
 

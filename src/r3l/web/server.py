@@ -126,9 +126,9 @@ class WebApp:
             job.error, job.status = f"internal error: {type(exc).__name__}: {exc}", "error"
 
     def _denoise(self, job: Job, denoiser, image, alpha, info, stem: str, sigma: float, seed: int) -> None:
+        from r3l.degradation import noisy_version
         from r3l.evaluation.explain import step_maps, trajectory
         from r3l.evaluation.protocol import quality
-        from r3l.degradation import noisy_version
         from r3l.io.images import output_bits, write_image
 
         def progress(done: int, total: int) -> None:
