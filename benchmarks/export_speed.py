@@ -46,7 +46,7 @@ def main() -> None:
         denoiser = Denoiser(build_network(PAPER_SPECS["r3l"]), PAPER_SPECS["r3l"], "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        path = export_onnx(denoiser, Path(tmp) / "model.onnx")
+        path = export_onnx(denoiser.whole_program(), Path(tmp) / "model.onnx")
         export_s = time.perf_counter() - start
         import onnxruntime
 

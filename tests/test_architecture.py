@@ -119,6 +119,47 @@ def test_a_new_model_and_algorithm_bring_their_own_config_sections(tmp_path):
         ALGORITHMS.pop("frozen_first", None)
 
 
+def test_a_policy_network_of_any_class_denoises_by_its_policy_logits():
+    """Inference asks the registry whether a network is a policy and calls its ``policy_logits``; it does not test
+    for r3l's ActorCritic class. A registered policy of another class denoises as the same policy inside an
+    ActorCritic does, on both engines; one without ``policy_logits`` is refused at once, not run wrongly."""
+    from torch import nn
+
+    from r3l.inference.denoiser import Denoiser
+    from r3l.models.spec import Architecture, ArchSpec, R3LOptions, build_network, register_architecture
+
+    class Wrapped(nn.Module):  # the same policy, not an ActorCritic, its forward returning something else
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def policy_logits(self, state):
+            return self.inner.policy_logits(state)
+
+        def forward(self, state):
+            return state
+
+    spec = ArchSpec.of("r3l", features=8, n_actions=9, steps=2, policy_form="gaussian", head_init="residual")
+    torch.manual_seed(0)
+    inner = build_network(spec)
+    register_architecture("wrapped", Architecture(lambda s: Wrapped(build_network(spec)), R3LOptions, "ppo",
+                                                  policy=True))
+    register_architecture("bare", Architecture(lambda s: nn.Conv2d(1, 9, 3), R3LOptions, "ppo", policy=True))
+    try:
+        other = ArchSpec.of("wrapped", features=8, n_actions=9, steps=2, policy_form="gaussian")
+        x = torch.rand(1, 1, 20, 21, generator=torch.Generator().manual_seed(1))
+        expected = Denoiser(inner, spec, "cpu", engine="torch")(x)
+        assert torch.equal(Denoiser(Wrapped(inner), other, "cpu", engine="torch")(x), expected)
+        fast = Denoiser(Wrapped(inner), other, "cpu", engine="onnxruntime")
+        # onnxruntime sums in another order: a near-tied greedy action may flip on some CPU, no more.
+        assert (fast(x) - expected).abs().gt(1e-4).float().mean() < 0.02
+        with pytest.raises(R3LError, match="registered as a policy but has no policy_logits"):
+            Denoiser(nn.Conv2d(1, 9, 3), ArchSpec.of("bare", features=8, n_actions=9), "cpu")
+    finally:
+        ARCHITECTURES.pop("wrapped", None)
+        ARCHITECTURES.pop("bare", None)
+
+
 def test_unknown_tasks_are_refused_clearly(tmp_path):
     (tmp_path / "c.yaml").write_text("env: {name: denoise}\n")
     with pytest.raises(R3LError, match="env.name: 'denoise' is not one of residual_denoise"):
@@ -270,8 +311,9 @@ def test_imports_point_down_the_layers_and_make_no_cycle():
                 upward.add((module, target))
     assert upward - KNOWN_UPWARD == set(), "imports from a higher layer"
     assert KNOWN_UPWARD - upward == set(), "gone from the code: take them off KNOWN_UPWARD"
-    # No cycle among module-level imports (a package's __init__ importing its own submodules is not one).
-    graph = {m: {t for t, top in targets if top and t in imports and not m.startswith(t + ".")}
+    # No cycle, counting every import: module level, inside functions and under TYPE_CHECKING (a package's
+    # __init__ importing its own submodules is not one).
+    graph = {m: {t for t, _ in targets if t in imports and not m.startswith(t + ".")}
              for m, targets in imports.items()}
     state: dict[str, int] = {}
 

@@ -42,13 +42,13 @@ def cache(tmp_path, monkeypatch):
 def _exports(monkeypatch) -> list:
     """Count the ONNX exports that follow."""
     calls = []
-    real = r3l.inference.export.write_onnx
+    real = r3l.inference.engines.export_onnx
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(r3l.inference.export, "write_onnx", counting)
+    monkeypatch.setattr(r3l.inference.engines, "export_onnx", counting)
     return calls
 
 
@@ -132,7 +132,8 @@ def test_one_graph_per_architecture_new_weights_written_into_it(cache, monkeypat
 
 def test_damaged_cache_file_is_exported_again(cache, monkeypatch):
     spec = SPECS["r3n_clipped"]
-    path = cache / f"{engines._graph_key(Denoiser(build_network(spec), spec, 'cpu', engine='torch'))}.onnx"
+    program = Denoiser(build_network(spec), spec, "cpu", engine="torch").program
+    path = cache / f"{engines._graph_key(program, spec.to_dict())}.onnx"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a graph")
     calls = _exports(monkeypatch)

@@ -9,7 +9,7 @@ from r3l.cli import main
 from r3l.degradation import noisy_version
 from r3l.errors import R3LError
 from r3l.inference.denoiser import Denoiser
-from r3l.inference.export import InferenceProgram, export_onnx, export_pt2, onnx_session
+from r3l.inference.export import export_onnx, export_pt2, onnx_session
 from r3l.io.data import load_images
 from r3l.models.spec import ArchSpec, build_network
 
@@ -39,8 +39,8 @@ def _check(denoiser: Denoiser, tmp_path, inputs: int | None = None) -> None:
     :data:`ONNX_TIES` of the pixels); for a one-pass network, whose output is continuous in its input, also equal to
     float rounding (a value at a .5 boundary may round either way).
     ``inputs``: the first that many of :func:`_inputs` only."""
-    onnx_path = export_onnx(denoiser, tmp_path / "m.onnx")
-    pt2_path = export_pt2(denoiser, tmp_path / "m.pt2")
+    onnx_path = export_onnx(denoiser.whole_program(), tmp_path / "m.onnx")
+    pt2_path = export_pt2(denoiser.whole_program(), tmp_path / "m.pt2")
     session = onnx_session(onnx_path)
     program = torch.export.load(str(pt2_path)).module()
     off = total = 0
@@ -90,10 +90,10 @@ def test_kair_dncnn_exports_from_the_command_line(tmp_path, capsys):
 
 def test_steps_override_and_fixed_size(r3l_checkpoint, tmp_path):
     denoiser = Denoiser.from_checkpoint(r3l_checkpoint, "cpu", engine="torch", channels_last=False)
-    short = InferenceProgram(denoiser, steps=2)
+    short = denoiser.whole_program(steps=2)
     x = torch.rand(1, 1, 20, 20)
     assert torch.equal(short(x), denoiser.trajectory(x)[2].clamp(0, 1))
-    path = export_pt2(denoiser, tmp_path / "fixed.pt2", dynamic=False, size=(24, 24))
+    path = export_pt2(denoiser.whole_program(), tmp_path / "fixed.pt2", dynamic=False, size=(24, 24))
     program = torch.export.load(str(path)).module()
     assert program(torch.rand(2, 1, 24, 24)).shape == (2, 1, 24, 24)
     with pytest.raises(Exception):
@@ -119,5 +119,5 @@ def test_export_errors_are_one_clear_line(r3l_checkpoint, tmp_path, capsys, monk
 
     monkeypatch.setattr(builtins, "__import__", no_onnx)
     with pytest.raises(R3LError, match=r"pip install 'r3l\[export\]'"):
-        export_onnx(Denoiser.from_checkpoint(r3l_checkpoint, "cpu"), tmp_path / "m.onnx")
+        export_onnx(Denoiser.from_checkpoint(r3l_checkpoint, "cpu").whole_program(), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()

@@ -145,6 +145,22 @@ def test_group_options_are_checked():
     PPO.check(PPOConfig(advantage="group", group_size=2, minibatches=4), 2)  # 4 plays in 4 minibatches
     with pytest.raises(R3LError, match="explore_temperature"):
         PPO.check(PPOConfig(explore_temperature=[4.0, 1.0]), 8)
+    with pytest.raises(R3LError, match="advantage_scale: crop .* needs advantage: group"):
+        PPO.check(PPOConfig(advantage_scale="crop"), 8)
+
+
+def test_crop_scaling_gives_a_nearly_clean_crop_the_weight_of_a_noisy_one():
+    ppo = group_ppo()
+    ppo.cfg.advantage_scale = "crop"
+    # Two crops of 4 plays: the second's advantages 100 times the first's (a noisy crop beside a clean one).
+    grouped = torch.randn(3, 2, 4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    base = (grouped - grouped.mean(2, keepdim=True)).flatten(1, 2)
+    raw = base * torch.tensor([1.0] * 4 + [100.0] * 4).view(1, 8, 1, 1, 1)
+    scaled = ppo._normalized(raw).unflatten(1, (2, 4))
+    assert torch.allclose(scaled.std(dim=(0, 2, 3, 4, 5)), torch.ones(2), atol=1e-5)
+    ppo.cfg.advantage_scale = "batch"
+    batch = ppo._normalized(raw).unflatten(1, (2, 4))
+    assert batch[:, 0].std() < 0.05 * batch[:, 1].std()  # the batch scale leaves the clean crop almost no weight
 
 
 def test_a_frozen_temperature_stays_and_the_value_head_is_not_trained():

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from r3l.algos import ALGORITHMS
 from r3l.errors import R3LError
 from r3l.io.data import DataConfig
+from r3l.io.files import read_yaml_mapping
 from r3l.models.build import InitOptions
 from r3l.models.spec import architecture
 from r3l.schema import (
@@ -251,21 +250,7 @@ def config_path(value: str) -> Path:
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read a YAML config file (or none, for the defaults) and apply ``key=value`` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise R3LError(f"{path}: config file not found")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise R3LError(f"{path}: not valid YAML{where}") from None
-        except UnicodeDecodeError:
-            raise R3LError(f"{path}: not a text file") from None
-        if not isinstance(values, dict):
-            raise R3LError(f"{path}: expected a mapping of config keys at the top level")
+    values = read_yaml_mapping(path) if path is not None else {}
     try:
         return from_dict(values, overrides)
     except R3LError as exc:

@@ -86,6 +86,10 @@ class PPOConfig(LRSchedule):
     freeze_temperature: bool = False
     """Keep a Gaussian policy head's temperature τ at its initial value (``model.head_temperature``) instead of
     learning it: τ is then how much the rollouts explore, a fixed choice of the recipe."""
+    advantage_scale: Literal["batch", "crop"] = "batch"
+    """With ``normalize_advantages``: ``batch`` scales the advantages to unit variance over the whole update;
+    ``crop`` (``advantage: group`` only) over each crop's own plays, steps and pixels, so that a crop with little
+    noise to remove weighs as much in the update as a very noisy one (a blind model's clean and σ-50 crops)."""
     anchor_coef: float = non_negative(0.0)
     """Weight of ``KL(π ‖ π₀)``, the policy's divergence from the network it started from (untempered, per
     pixel, on the states of the update), added to the loss; 0 turns it off and runs no second network."""
@@ -337,6 +341,9 @@ class PPO:
                 raise R3LError(f"{where}.group_size: the group baseline needs at least 2 plays of each crop, "
                                f"got {cfg.group_size}")
             batch_size *= cfg.group_size
+        elif cfg.advantage_scale == "crop":
+            raise R3LError(f"{where}.advantage_scale: crop scales each crop's group of plays; it needs advantage: "
+                           "group")
         if batch_size % cfg.minibatches:
             raise R3LError(f"{where}.minibatches: {cfg.minibatches} does not divide the {batch_size} plays of an "
                            "update (data.batch_size × ppo.group_size under advantage: group)")
@@ -422,7 +429,12 @@ class PPO:
 
     def _normalized(self, advantages: torch.Tensor) -> torch.Tensor:
         """Advantages scaled to zero mean and unit variance over the global batch (under torchrun, every rank's
-        advantages together)."""
+        advantages together), or, with ``advantage_scale: crop``, to unit variance within each crop's group of
+        plays (whose leave-one-out advantages have zero mean already; a rank holds whole groups)."""
+        if self.cfg.advantage_scale == "crop":
+            grouped = advantages.unflatten(1, (-1, self.group))
+            std = grouped.std(dim=(0, 2, 3, 4, 5), keepdim=True)
+            return (grouped / (std + 1e-8)).flatten(1, 2)
         if not self.world.active:
             return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         moments = self.world.sum_(torch.stack([advantages.sum(), advantages.square().sum(),

@@ -41,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
     denoiser = load_denoiser(args)
     size = tuple(args.size)
     if args.onnx:
-        path = export_onnx(denoiser, args.onnx, args.steps, args.dynamic_size, size)
+        path = export_onnx(denoiser.whole_program(args.steps), args.onnx, args.dynamic_size, size)
         kind = f"ONNX opset {ONNX_OPSET}"
     else:
-        path = export_pt2(denoiser, args.pt2, args.steps, args.dynamic_size, size)
+        path = export_pt2(denoiser.whole_program(args.steps), args.pt2, args.dynamic_size, size)
         kind = "torch.export program"
     shape = "N x C x H x W (dynamic N, H, W)" if args.dynamic_size else f"N x C x {size[0]} x {size[1]}"
     print(f"wrote {path}: {kind}, {denoiser.arch.describe()}, input 'x' {shape} float in [0, 1]")

@@ -20,7 +20,6 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
-import yaml
 
 from r3l.degradation import noisy_version
 from r3l.errors import R3LError, warn
@@ -28,7 +27,15 @@ from r3l.evaluation.figures import grid, label, plot_psnr, table_markdown
 from r3l.evaluation.protocol import evaluate, psnr_8bit, write_csv
 from r3l.inference.denoiser import Denoiser, open_denoiser
 from r3l.io.data import NamedImage, load_images
-from r3l.io.files import atomic_write_bytes, expand_path, to_json, write_json
+from r3l.io.files import (
+    atomic_path,
+    atomic_write_bytes,
+    expand_path,
+    file_sha256,
+    read_yaml_mapping,
+    to_json,
+    write_json,
+)
 from r3l.io.images import write_image
 from r3l.metrics import to_uint8
 from r3l.schema import build_dataclass, check_rules, field_rules, non_negative
@@ -138,14 +145,7 @@ def load_benchmark_config(path: str | Path, overrides: dict[str, Any] | None = N
     """Read and check a benchmark YAML file with the training configs' validator; errors name the file and
     the key."""
     path = Path(path)
-    if not path.is_file():
-        raise R3LError(f"{path}: benchmark config not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise R3LError(f"{path}: not valid YAML") from None
-    if not isinstance(raw, dict):
-        raise R3LError(f"{path}: expected a mapping of benchmark keys")
+    raw = read_yaml_mapping(path, "benchmark")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         for key in ("data", "sigma_train", "sigmas", "methods"):
@@ -164,14 +164,6 @@ def load_benchmark_config(path: str | Path, overrides: dict[str, Any] | None = N
         return cfg
     except R3LError as exc:
         raise R3LError(f"{path}: {exc}") from None
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _bm3d_one(args: tuple[np.ndarray, float]) -> np.ndarray:
@@ -206,10 +198,8 @@ class BM3DMethod:
             if self.pool is None:
                 self.pool = ProcessPoolExecutor(self.workers)
             for i, out in zip(todo, self.pool.map(_bm3d_one, [(arrays[i], self.sigma) for i in todo])):
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-                tmp = paths[i].with_suffix(".tmp.npy")
-                np.save(tmp, out)
-                os.replace(tmp, paths[i])
+                with atomic_path(paths[i]) as tmp:
+                    np.save(tmp, out)
         outs = [np.load(p) for p in paths]
         return torch.from_numpy(np.stack(outs).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
 
@@ -225,16 +215,16 @@ def build_method(spec: MethodSpec, cfg: BenchmarkConfig, cache_dir: Path) -> tup
         from r3l.models.zoo import find_model
 
         path = find_model(str(spec.value)).path
-        return open_denoiser(checkpoint=path, device=cfg.device), f"ckpt:{_file_digest(path)}:{seed_key}"
+        return open_denoiser(checkpoint=path, device=cfg.device), f"ckpt:{file_sha256(path)[:16]}:{seed_key}"
     if spec.kind in WEIGHT_KINDS:
         path = expand_path(str(spec.value), f"{spec.name}.{spec.kind}")
         model = WEIGHT_KINDS[spec.kind]
         if model is None:
-            return open_denoiser(checkpoint=path, device=cfg.device), f"ckpt:{_file_digest(path)}:{seed_key}"
+            return open_denoiser(checkpoint=path, device=cfg.device), f"ckpt:{file_sha256(path)[:16]}:{seed_key}"
         # IRCNN at σ_train: the entry of KAIR's multi-level file (a Caffe file holds one level)
         den = open_denoiser(model=model, weights=path, weights_sigma=float(cfg.sigma_train), device=cfg.device)
         level = f":{cfg.sigma_train:g}" if model == "ircnn" else ""
-        return den, f"{model}:{_file_digest(path)}{level}:{seed_key}"
+        return den, f"{model}:{file_sha256(path)[:16]}{level}:{seed_key}"
     if spec.kind == "bm3d":
         sigma = cfg.sigma_train if spec.value is True else _number(spec.value, f"{spec.name}.bm3d")
         import bm3d as _bm3d_pkg  # noqa: F401  (checked in BM3DMethod with a clear error)

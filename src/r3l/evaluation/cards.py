@@ -81,7 +81,7 @@ def write_graph(card: ModelCard) -> bool:
         return False
     denoiser = Denoiser.from_checkpoint(card.path, "cpu", engine="torch")
     try:
-        graph = model_graph(denoiser)
+        graph = model_graph(denoiser.program)
     except R3LError:
         return False
     atomic_write_bytes(card.path.with_suffix(".onnx"), graph)

@@ -12,14 +12,14 @@ from torch import nn
 from r3l.algos.optim import autocast
 from r3l.errors import R3LError, warn
 from r3l.inference.engines import OnnxRuntimeEngine, resolve_engine
+from r3l.inference.program import DECODINGS, InferenceProgram, ensemble_mean
 from r3l.models.checkpoint import load_checkpoint, load_weights
-from r3l.models.networks import ActorCritic, dncnn_from_weights
+from r3l.models.networks import dncnn_from_weights
 from r3l.models.spec import ArchSpec, build_network
 from r3l.runtime import cpu_prefers_channels_last, pick_device
 from r3l.tasks import stored_task
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-DECODINGS = ("greedy", "expected")
 
 
 def _training_sigma(config: dict) -> tuple[float, float] | None:
@@ -35,21 +35,9 @@ def _training_sigma(config: dict) -> tuple[float, float] | None:
         return None
 
 
-def ensemble_mean(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """The self-ensemble: ``run`` on the 8 flips and 90° rotations of ``x``, each estimate turned back and
-    clipped to [0, 1], averaged (the inference of :class:`Denoiser` and of its exported programs)."""
-    total = None
-    for k in range(4):
-        for flip in (False, True):
-            view = torch.rot90(x, k, dims=(2, 3))
-            out = run((view.flip(3) if flip else view).contiguous()).clamp(0.0, 1.0)
-            out = torch.rot90(out.flip(3) if flip else out, -k, dims=(2, 3))
-            total = out if total is None else total + out
-    return total / 8
-
-
 class Denoiser:
-    """A denoising network with its inference rule.
+    """A denoising network with its inference rule (:class:`~r3l.inference.program.InferenceProgram`), on an engine,
+    for images of any size.
 
     - ``r3l``: greedy (argmax) actions for ``steps`` steps, each adding its residual;
     - ``r3n``: its recurrent residual updates;
@@ -89,21 +77,22 @@ class Denoiser:
             channels_last = self.device.type == "cuda" or (self.device.type == "cpu" and cpu_prefers_channels_last())
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = self.net.to(memory_format=self.memory_format)
-        # What each pass runs: the policy alone for R3L (the value head is not needed to act), else the network.
-        self.forward = self.net.policy_logits if isinstance(self.net, ActorCritic) else self.net
-        self.compiled = compile
-        if compile:
-            # Shapes vary between images and tiles: sizes that recur become dynamic after one recompilation.
-            self.forward = torch.compile(self.forward)
         self.channels = arch.channels
         self.env = None
         if arch.entry.policy:
             # Inference applies the task's transition alone (no ground truth, no degradation).
             self.env = stored_task(arch.task, arch.task_options)
+        self.program = InferenceProgram(self.net, self.env, self.channels, decoding)
+        """One view's inference in PyTorch (no self-ensemble, which :meth:`_run` adds around either engine)."""
+        self.program.autocast = lambda: autocast(self.device, self.precision)
+        self.compiled = compile
+        if compile:
+            # Shapes vary between images and tiles: sizes that recur become dynamic after one recompilation.
+            self.program.act = torch.compile(self.program.act)
         self.training_sigma: tuple[float, float] | None = None
         """The Gaussian noise levels the network was trained for, ``(low, high)`` (equal for one σ), when known
         (r3l checkpoints); :meth:`sigma_warning` compares a level with it."""
-        self.engine = resolve_engine(engine, self, precision, compile)
+        self.engine = resolve_engine(engine, self.program, self.device, precision, compile, arch.task)
         """``torch`` or ``onnxruntime``: what runs :meth:`__call__` (:meth:`trajectory` is always PyTorch's)."""
         self._onnxruntime: OnnxRuntimeEngine | None = None
         self._fallback = engine != "onnxruntime"  # auto falls back to torch if onnxruntime cannot run the graph
@@ -119,13 +108,28 @@ class Denoiser:
 
         if self.engine == "onnxruntime" and self._onnxruntime is None:
             try:
-                self._onnxruntime = OnnxRuntimeEngine(self)
+                self._onnxruntime = OnnxRuntimeEngine(self.program, self.arch.to_dict(), self._shipped_graph())
             except R3LError as exc:
                 if not self._fallback:
                     raise R3LError(f"engine onnxruntime: {exc}") from None
                 warn(f"onnxruntime engine unavailable ({exc}); running PyTorch")
                 self.engine = "torch"
         return self
+
+    def _shipped_graph(self) -> Path | None:
+        """The graph a registry model ships beside its weights (``<name>.onnx``), for greedy decoding."""
+        if self.name is None or self.decoding != "greedy":
+            return None
+        from r3l.models.zoo import find_model
+
+        return find_model(self.name).path.with_suffix(".onnx")
+
+    def whole_program(self, steps: int | None = None) -> InferenceProgram:
+        """The whole inference (``steps`` policy steps, default the task's; the self-ensemble if on) as one module,
+        for export (:mod:`r3l.inference.export`)."""
+        if steps is not None and self.env is None:
+            raise R3LError(f"--steps applies to R3L policies; this model is {self.arch.name}")
+        return InferenceProgram(self.net, self.env, self.channels, self.decoding, steps, self.self_ensemble)
 
     def describe(self) -> str:
         """The engine as one phrase, e.g. ``onnxruntime, fp32, 2 threads`` or ``torch cpu, fp32, channels-last,
@@ -237,23 +241,12 @@ class Denoiser:
             self._others[name] = Denoiser.pretrained(name, **self._defaults).prepare()
         return self._others[name]
 
-    def _step(self, state: torch.Tensor) -> torch.Tensor:
-        """One policy step: the argmax action (greedy), or the next state averaged over the policy (expected: for
-        R3L, the mean residual)."""
-        with autocast(self.device, self.precision):
-            logits = self.forward(state)
-        if self.decoding == "greedy":
-            return self.env.transition(state, logits.argmax(dim=2))
-        return self.env.expected_transition(state, torch.softmax(logits.float(), dim=2))
-
     @torch.no_grad()
     def trajectory(self, noisy: torch.Tensor) -> list[torch.Tensor]:
         """R3L only: the unclipped estimate after each step, ``steps + 1`` tensors ``(B, C, H, W)``."""
-        assert isinstance(self.net, ActorCritic) and self.env is not None
-        states = [noisy.contiguous(memory_format=self.memory_format)]
-        for _ in range(self.env.steps):
-            states.append(self._step(states[-1]))
-        return states
+        if not self.program.policy:
+            raise R3LError(f"a trajectory is a policy's steps; {self.arch.name} makes one pass")
+        return self.program.trajectory(noisy.contiguous(memory_format=self.memory_format))
 
     @property
     def radius(self) -> int:
@@ -267,10 +260,7 @@ class Denoiser:
     def _run_once(self, x: torch.Tensor) -> torch.Tensor:
         if self.engine == "onnxruntime" and self.prepare().engine == "onnxruntime":
             return self._onnxruntime(x)
-        if self.env is not None:
-            return self.trajectory(x)[-1]
-        with autocast(self.device, self.precision):
-            return self.forward(x.contiguous(memory_format=self.memory_format)).float()
+        return self.program.once(x.contiguous(memory_format=self.memory_format))
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """The network's estimate; with ``self_ensemble``, the mean over the 8 flips and 90° rotations of the

@@ -1,10 +1,11 @@
 """Inference engines: PyTorch, or onnxruntime running a denoiser's whole inference graph on the CPU.
 
-A :class:`~r3l.inference.denoiser.Denoiser` runs on one of them:
+A :class:`~r3l.inference.denoiser.Denoiser` runs its :class:`~r3l.inference.program.InferenceProgram` on one of
+them:
 
-- ``torch``: r3l's own PyTorch code (any model, device, precision, ``torch.compile``);
-- ``onnxruntime``: the whole inference of one view (:class:`r3l.inference.export.InferenceProgram`: every step and the
-  clip; the self-ensemble's 8 views call it in turn) as one ONNX graph in onnxruntime's CPU engine: 1.5× (R3L)
+- ``torch``: the program itself, in PyTorch (any model, device, precision, ``torch.compile``);
+- ``onnxruntime``: the program's export for one view (every step and the clip; the self-ensemble's 8 views call
+  it in turn) as one ONNX graph in onnxruntime's CPU engine: 1.5× (R3L)
   to 2× (R3N) faster than PyTorch's fp32 on a 2-core CPU (``benchmarks/cpu_speed.py``). Same outputs as fp32
   PyTorch up to the order of float sums: a greedy action whose two best logits are within rounding may differ
   (``tests/test_export.py``);
@@ -30,17 +31,15 @@ import importlib.util
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from r3l.errors import R3LError
+from r3l.inference.export import ONNX_OPSET, export_onnx, onnx_session
+from r3l.inference.program import InferenceProgram
 from r3l.io.files import atomic_write_bytes
 from r3l.tasks.denoise import ResidualDenoiseEnv
-
-if TYPE_CHECKING:
-    from r3l.inference.denoiser import Denoiser
 
 ENGINES = ("auto", "torch", "onnxruntime")
 ENGINE_VARIABLE = "R3L_ENGINE"
@@ -70,25 +69,29 @@ def onnxruntime_missing() -> str | None:
     return None
 
 
-def onnxruntime_refusal(denoiser: Denoiser, precision: str, compiled: bool) -> str | None:
-    """Why ``denoiser`` (as configured) cannot run in onnxruntime, or None when it can."""
-    if denoiser.device.type != "cpu":
-        return f"it runs on {denoiser.device.type}, and r3l's onnxruntime engine is the CPU's"
+def onnxruntime_refusal(program: InferenceProgram, device: torch.device, precision: str, compiled: bool,
+                        task: str = "") -> str | None:
+    """Why ``program`` on ``device`` (in ``precision``, perhaps compiled; ``task`` its task's name) cannot run in
+    onnxruntime, or None when it can."""
+    if device.type != "cpu":
+        return f"it runs on {device.type}, and r3l's onnxruntime engine is the CPU's"
     if precision != "fp32":
         return f"precision {precision} is PyTorch's autocast (onnxruntime runs fp32)"
     if compiled:
         return "torch.compile is PyTorch's"
-    if denoiser.env is not None and not isinstance(denoiser.env, ResidualDenoiseEnv):
-        return f"the export covers R3L's residual actions, not the {denoiser.arch.task} task's"
+    if program.policy and not isinstance(program.env, ResidualDenoiseEnv):
+        return f"the export covers R3L's residual actions, not the {task or type(program.env).__name__} task's"
     return onnxruntime_missing()
 
 
-def resolve_engine(engine: str, denoiser: Denoiser, precision: str, compiled: bool) -> str:
-    """``torch`` or ``onnxruntime`` for ``denoiser``; an explicit ``onnxruntime`` that cannot run is an error."""
+def resolve_engine(engine: str, program: InferenceProgram, device: torch.device, precision: str, compiled: bool,
+                   task: str = "") -> str:
+    """``torch`` or ``onnxruntime`` for ``program`` (:func:`onnxruntime_refusal`'s arguments); an explicit
+    ``onnxruntime`` that cannot run is an error."""
     engine = requested_engine(engine)
     if engine == "torch":
         return engine
-    refusal = onnxruntime_refusal(denoiser, precision, compiled)
+    refusal = onnxruntime_refusal(program, device, precision, compiled, task)
     if refusal is None:
         return "onnxruntime"
     if engine == "onnxruntime":
@@ -106,17 +109,21 @@ def cache_dir() -> Path:
 
 
 class OnnxRuntimeEngine:
-    """``denoiser``'s inference of one view (every step, then the clip; no self-ensemble) in an onnxruntime CPU
+    """``program``'s inference of one view (every step, then the clip; no self-ensemble) in an onnxruntime CPU
     session with ``threads`` threads (0: PyTorch's thread count). Called with ``(B, C, H, W)`` float32 noisy
-    images, returns the denoised batch in [0, 1]."""
+    images, returns the denoised batch in [0, 1].
 
-    def __init__(self, denoiser: Denoiser, threads: int = 0):
+    ``arch`` (the architecture's stored description) goes into the name of the cached graph; ``shipped`` is a
+    registry model's own graph file (``<name>.onnx``), tried before any export."""
+
+    def __init__(self, program: InferenceProgram, arch: dict, shipped: Path | None = None, threads: int = 0):
         self.threads = threads or torch.get_num_threads()
-        key = _graph_key(denoiser)
+        program = program.with_net(program.net, self_ensemble=False)
+        key = _graph_key(program, arch)
         # The graph with this network's weights written in is kept too: a later process with the same model (a
         # shipped one, say) hands it to onnxruntime as it is, without importing onnx to write the weights.
         # Its SHA-256 beside it says that it is the file that was checked against PyTorch when it was written.
-        weighted = cache_dir() / "onnx" / f"{key}-{_weights_digest(denoiser.net)}.onnx"
+        weighted = cache_dir() / "onnx" / f"{key}-{_weights_digest(program.net)}.onnx"
         digest = weighted.with_suffix(".sha256")
         try:
             model = weighted.read_bytes()
@@ -126,30 +133,32 @@ class OnnxRuntimeEngine:
         except (OSError, R3LError):
             pass
         try:  # a registry model's own graph (<name>.onnx beside its weights): no export on a first run
-            model = shipped_graph(denoiser)
+            if shipped is None:
+                raise FileNotFoundError("no shipped graph")
+            model = shipped.read_bytes()
             self.session = self._session(model)
-            _check_against_torch(self, denoiser)
+            _check_against_torch(self, program)
         except (OSError, R3LError):
-            model = _with_weights(self._architecture_graph(key, denoiser), denoiser.net)
+            model = _with_weights(self._architecture_graph(key, program), program.net)
             self.session = self._session(model)
-            _check_against_torch(self, denoiser)
+            _check_against_torch(self, program)
         try:
             atomic_write_bytes(weighted, model)
             atomic_write_bytes(digest, hashlib.sha256(model).hexdigest().encode())
         except R3LError:
             pass  # an unwritable cache costs an export per process, nothing else
 
-    def _architecture_graph(self, key: str, denoiser: Denoiser) -> bytes:
-        """The graph of ``denoiser``'s architecture (any weights): from this process, the cache, or exported."""
+    def _architecture_graph(self, key: str, program: InferenceProgram) -> bytes:
+        """The graph of ``program``'s architecture (any weights): from this process, the cache, or exported."""
         if key in _GRAPHS:
             return _GRAPHS[key]
         path = cache_dir() / "onnx" / f"{key}.onnx"
         try:
             graph = path.read_bytes()
-            self.session = self._session(_with_weights(graph, denoiser.net))
-            _check_against_torch(self, denoiser)
+            self.session = self._session(_with_weights(graph, program.net))
+            _check_against_torch(self, program)
         except (OSError, R3LError):  # not cached yet, or a cached file that is damaged or stale: export anew
-            graph = _export_graph(denoiser)
+            graph = _export_graph(program)
             try:
                 atomic_write_bytes(path, graph)
             except R3LError:
@@ -158,8 +167,6 @@ class OnnxRuntimeEngine:
         return graph
 
     def _session(self, model: bytes):
-        from r3l.inference.export import onnx_session
-
         try:
             return onnx_session(model, self.threads)
         except R3LError:
@@ -172,39 +179,28 @@ class OnnxRuntimeEngine:
         return torch.from_numpy(self.session.run(None, {"x": inputs})[0])
 
 
-def _graph_key(denoiser: Denoiser) -> str:
+def _graph_key(program: InferenceProgram, arch: dict) -> str:
     """What an exported graph depends on: the architecture, the parameters' names and shapes, the inference
     options, and the versions of the exporter's stack."""
     from importlib.metadata import version
 
-    from r3l.inference.export import ONNX_OPSET
     from r3l.version import __version__
 
-    net = denoiser.net
+    net = program.net
     tensors = {**dict(net.named_parameters()), **dict(net.named_buffers())}
     fields = {
-        "arch": denoiser.arch.to_dict(), "network": type(net).__name__,
+        "arch": arch, "network": type(net).__name__,
         "tensors": [[name, list(t.shape)] for name, t in sorted(tensors.items())],
-        "decoding": denoiser.decoding, "opset": ONNX_OPSET,
+        "decoding": program.decoding, "opset": ONNX_OPSET,
         "versions": [__version__, torch.__version__, version("onnx")],
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def shipped_graph(denoiser: Denoiser) -> bytes:
-    """The inference graph a registry model ships beside its weights (``<name>.onnx``, :func:`model_graph`'s
-    output), for a denoiser of that model with greedy decoding; an ``OSError`` when there is none."""
-    from r3l.models.zoo import find_model
-
-    if denoiser.name is None or denoiser.decoding != "greedy":
-        raise FileNotFoundError("no shipped graph for this denoiser")
-    return find_model(denoiser.name).path.with_suffix(".onnx").read_bytes()
-
-
-def model_graph(denoiser: Denoiser) -> bytes:
-    """``denoiser``'s inference of one view as an ONNX graph with its weights written in: what onnxruntime runs,
+def model_graph(program: InferenceProgram) -> bytes:
+    """``program``'s inference of one view as an ONNX graph with its weights written in: what onnxruntime runs,
     and what ``r3l models pack`` ships beside a model's weights."""
-    return _with_weights(_export_graph(denoiser), denoiser.net)
+    return _with_weights(_export_graph(program), program.net)
 
 
 def _weights_digest(net: torch.nn.Module) -> str:
@@ -216,14 +212,12 @@ def _weights_digest(net: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _export_graph(denoiser: Denoiser) -> bytes:
-    """The inference graph of ``denoiser``'s architecture, exported from a copy of its network holding random
-    weights (which :func:`_with_weights` replaces)."""
+def _export_graph(program: InferenceProgram) -> bytes:
+    """The inference graph of one view of ``program``'s architecture, exported from a copy of its network holding
+    random weights (which :func:`_with_weights` replaces)."""
     import tempfile
 
-    from r3l.inference.export import write_onnx
-
-    net = copy.deepcopy(denoiser.net).to("cpu", torch.float32, memory_format=torch.contiguous_format)
+    net = copy.deepcopy(program.net).to("cpu", torch.float32, memory_format=torch.contiguous_format)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in net.parameters():
@@ -231,21 +225,12 @@ def _export_graph(denoiser: Denoiser) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "graph.onnx"
         try:
-            write_onnx(_one_view(denoiser, net), denoiser.channels, path, optimize=False)
+            export_onnx(program.with_net(net, self_ensemble=False), path, optimize=False)
         except R3LError:
             raise
         except Exception as exc:  # the exporter's failures have many types
             raise R3LError(f"the ONNX export failed ({_first_line(exc)})") from None
         return path.read_bytes()
-
-
-def _one_view(denoiser: Denoiser, net: torch.nn.Module) -> torch.nn.Module:
-    """The inference program of ``denoiser`` on ``net`` without the self-ensemble."""
-    from r3l.inference.export import InferenceProgram
-
-    program = InferenceProgram(denoiser, net=net)
-    program.self_ensemble = False
-    return program
 
 
 def _with_weights(graph: bytes, net: torch.nn.Module) -> bytes:
@@ -268,14 +253,14 @@ def _with_weights(graph: bytes, net: torch.nn.Module) -> bytes:
     return model.SerializeToString()
 
 
-def _check_against_torch(engine: OnnxRuntimeEngine, denoiser: Denoiser) -> None:
+def _check_against_torch(engine: OnnxRuntimeEngine, program: InferenceProgram) -> None:
     """Refuse a graph that does not compute what PyTorch computes with the same weights (mean 8-bit difference
     on a 24 × 28 input below 1e-4 of the range: a near-tied action or two may flip, a stale weight may not)."""
     generator = torch.Generator().manual_seed(1)
-    x = torch.rand(1, denoiser.channels, 24, 28, generator=generator)
-    reference = copy.deepcopy(denoiser.net).to("cpu", torch.float32, memory_format=torch.contiguous_format)
+    x = torch.rand(1, program.channels, 24, 28, generator=generator)
+    reference = copy.deepcopy(program.net).to("cpu", torch.float32, memory_format=torch.contiguous_format)
     with torch.no_grad():
-        expected = _one_view(denoiser, reference)(x)
+        expected = program.with_net(reference, self_ensemble=False)(x)
     difference = float((engine(x) - expected).abs().mean())
     if not difference < 1e-4:
         raise R3LError(f"the exported graph does not reproduce PyTorch (mean difference {difference:.2g})")

@@ -1,13 +1,16 @@
-"""Files that appear whole or not at all, and JSON that every reader accepts."""
+"""Files that appear whole or not at all, JSON that every reader accepts, YAML mappings read with one-line errors,
+and file digests."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from r3l.errors import R3LError
 
@@ -42,6 +45,54 @@ def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None 
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise R3LError(f"{path}: could not write ({exc.strerror or exc}); the previous file is unchanged") from None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` (same suffix) for a writer that wants a file name (an exporter,
+    ``numpy.save``); renamed to ``path`` once the block completes, removed if it fails."""
+    path = Path(path)
+    if path.is_dir():
+        raise R3LError(f"{path}: is a folder, expected an output file name")
+    ensure_folder(path.parent)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise R3LError(f"{path}: could not write ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file: ``{}``); one-line errors name the file: missing
+    (``{what} file not found``), not YAML (with the line), not text, or not a mapping of ``{what}`` keys."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise R3LError(f"{path}: {what} file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise R3LError(f"{path}: not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise R3LError(f"{path}: not a text file") from None
+    if not isinstance(values, dict):
+        raise R3LError(f"{path}: expected a mapping of {what} keys at the top level")
+    return values
 
 
 def _keep_backup(path: Path, backup: Path) -> None:

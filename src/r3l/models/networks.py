@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from pathlib import Path
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from r3l.errors import R3LError, warn
+from r3l.io.files import file_sha256
 
 
 def _conv(cin: int, cout: int, dilation: int = 1) -> nn.Conv2d:
@@ -236,14 +236,6 @@ PLAUSIBLE_ABS, PLAUSIBLE_SPREAD = 100.0, 40.0
 _DNCNN_KEY = re.compile(r"model\.(\d+)\.(weight|bias)")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_plausible(state: dict[str, torch.Tensor], path: str | Path) -> None:
     """Refuse weights that cannot come from training: NaN/inf, or values far outside their tensor's spread."""
     for key, value in state.items():
@@ -278,7 +270,7 @@ def load_dncnn_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise R3LError(f"{path}: not KAIR's DnCNN layout (key {str(foreign)[:60]!r}; expected model.N.weight/bias)")
     check_plausible(state, path)
     known = KAIR_SHA256.get(path.name)
-    if known is not None and _sha256(path) != known:
+    if known is not None and file_sha256(path) != known:
         warn(f"{path}: differs from KAIR's published {path.name} (SHA-256 mismatch); results may not match "
              "the published numbers")
     return state

@@ -10,6 +10,7 @@ folders, separated by ``:``, searched first. ``r3l models`` lists them all. This
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -95,22 +96,38 @@ def folders() -> list[Path]:
     return [*extra, PACKAGE_FOLDER]
 
 
+_LISTED: dict[tuple, list[ModelCard]] = {}
+"""The last registry read, by the names, sizes and times of its card files: a command that asks several times
+(the default model, its graph, each image's default) reads the cards once while they stay as they are."""
+
+
 def list_models() -> list[ModelCard]:
     """Every model in every registry folder (a name in an earlier folder hides the same name later)."""
-    cards: dict[str, ModelCard] = {}
+    files = []
     for folder in folders():
         if not folder.is_dir():
             if folder != PACKAGE_FOLDER:
                 raise R3LError(f"R3L_MODELS: {folder}: no such folder")
             continue
-        for path in sorted(folder.glob("*.json")):
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                raise R3LError(f"{path}: unreadable model card (expected JSON)") from None
-            if not isinstance(data, dict):
-                raise R3LError(f"{path}: not an r3l model card (expected a JSON object)")
-            cards.setdefault(path.stem, _card(data, path))
+        files += sorted(folder.glob("*.json"))
+    try:
+        key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    except OSError:  # a card gone while listing: read what is there
+        key = None
+    if key is not None and key in _LISTED and all(card.path.is_file() for card in _LISTED[key]):
+        return [copy.copy(card) for card in _LISTED[key]]
+    cards: dict[str, ModelCard] = {}
+    for path in files:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise R3LError(f"{path}: unreadable model card (expected JSON)") from None
+        if not isinstance(data, dict):
+            raise R3LError(f"{path}: not an r3l model card (expected a JSON object)")
+        cards.setdefault(path.stem, _card(data, path))
+    _LISTED.clear()
+    if key is not None:
+        _LISTED[key] = [copy.copy(card) for card in cards.values()]
     return list(cards.values())
 
 
