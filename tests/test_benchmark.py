@@ -90,7 +90,7 @@ def test_benchmark_outputs_agree_and_rerun_uses_caches(small_benchmark, monkeypa
     def no_bm3d(args):
         raise AssertionError("BM3D ran again instead of using its cache")
 
-    monkeypatch.setattr(bench, "_bm3d_one", no_bm3d)
+    monkeypatch.setattr(bench.methods, "_bm3d_one", no_bm3d)
     again = run_benchmark(load_benchmark_config(path), out, progress=False)
     assert again["methods"]["BM3D"]["average"] == pytest.approx(summary["methods"]["BM3D"]["average"])
 

@@ -172,3 +172,14 @@ def test_explain_needs_an_r3l_model(tmp_path):
     result = r3l("denoise", "--model", "dncnn", "--weights", DNCNN_WEIGHTS, tmp_path / "x.png", "-o",
                  tmp_path / "y.png", "--explain", tmp_path / "e")
     assert_clean_error(result, "--explain needs an R3L checkpoint")
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """``r3l train --list-configs | head -1``: the pipe closes before r3l has written; it stops quietly."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "r3l", "train", "--list-configs"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "Traceback" not in err and "BrokenPipe" not in err, err

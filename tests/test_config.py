@@ -47,6 +47,7 @@ def test_shipped_configs_load(name):
     ({"train": {"deterministic": True, "cudnn_benchmark": "on"}}, [], "train.cudnn_benchmark: 'on' picks"),
     ({"train": {"precision": "fp8"}}, [], "train.precision"),
     ({"train": {"compile": "yes"}}, [], "train.compile"),
+    ({"ppo": {"explore_temperature": "hot"}}, [], "ppo.explore_temperature: 'hot' is neither a number nor a list"),
 ])
 def test_bad_values_name_the_key(values, overrides, message):
     with pytest.raises(R3LError, match=message.replace("[", r"\[")):

@@ -82,6 +82,15 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+def _type_name(hint: Any) -> str:
+    """How an error names a type: ``a number``, ``a list``, ..."""
+    if hint in (int, float):
+        return "a number"
+    if typing.get_origin(hint) is list:
+        return "a list"
+    return {bool: "true or false", str: "a string", type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 def _check_type(key: str, value: Any, hint: Any, label: str = "config key",
                 switch_words: dict[str, tuple[str, str]] | None = None) -> Any:
     """Coerce ``value`` to the annotated type or raise naming ``key``. ``switch_words``: what ``true`` and
@@ -91,13 +100,13 @@ def _check_type(key: str, value: Any, hint: Any, label: str = "config key",
     if origin is Literal:  # a string whose allowed values :func:`check_rules` checks
         words, hint = typing.get_args(hint), str
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for option in typing.get_args(hint):
             try:
                 return _check_type(key, value, option, label, switch_words)
-            except R3LError as exc:
-                errors.append(str(exc))
-        raise R3LError(f"{label} {key}: {value!r} is neither a number nor a [low, high] pair")
+            except R3LError:
+                continue
+        names = " nor ".join(_type_name(option) for option in typing.get_args(hint))
+        raise R3LError(f"{label} {key}: {value!r} is neither {names}")
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):

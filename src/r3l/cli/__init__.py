@@ -4,6 +4,7 @@ share in :mod:`r3l.cli.common`. Nothing is imported at module level that loads P
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print("r3l: error: out of memory", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`r3l models | head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

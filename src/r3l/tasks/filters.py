@@ -1,7 +1,7 @@
 """Image filters of pixelRL's action set, computed in torch on the device for a whole batch.
 
 Each takes ``(B, C, H, W)`` float images and filters every channel on its own, with OpenCV's border rules so that
-the results match ``cv2`` on a single-channel float32 image (``tests/test_filters.py`` states the tolerances):
+the results match ``cv2`` on a single-channel float32 image (``tests/test_tasks.py`` states the tolerances):
 Gaussian, box and bilateral filters mirror the border without repeating the edge (``BORDER_REFLECT_101``, torch's
 ``reflect``), the median repeats the edge (``BORDER_REPLICATE``).
 """
