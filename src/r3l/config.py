@@ -166,6 +166,10 @@ def _validate(cfg: Config) -> None:
     entry = architecture(cfg.model.name)
     ALGORITHMS[entry.algorithm].check(getattr(cfg, entry.algorithm), cfg.data.batch_size,
                                       f"config key {entry.algorithm}")
+    if entry.policy and getattr(cfg.model, "head_init", "") == "residual" and \
+            not task_class(cfg.env.name).residual_actions:
+        raise R3LError(f"config key model.head_init: residual, but the {cfg.env.name} task's actions are not "
+                       "residuals; use head_init small or kaiming (IRCNN's layers still initialise the network)")
     if entry.policy and cfg.env.n_actions < 3:
         raise R3LError(f"config key env.n_actions: need at least 3 actions, got {cfg.env.n_actions}")
     for level in cfg.data.val_sigma if isinstance(cfg.data.val_sigma, list) else [cfg.data.val_sigma]:

@@ -56,9 +56,6 @@ def build_model(cfg) -> nn.Module:
     action_step = getattr(cfg.env, "action_step", 1.0)
     if head_init == "residual" and m.init not in ("ircnn", "checkpoint"):
         raise R3LError("model.head_init residual needs model.init ircnn (the residual comes from IRCNN's last layer)")
-    if head_init == "residual" and m.name == "r3l" and cfg.env.name != "residual_denoise":
-        raise R3LError(f"model.head_init residual: the {cfg.env.name} task's actions are not residuals; use "
-                       "head_init small or kaiming (IRCNN's layers still initialise the network)")
     if m.init == "dncnn":
         init_from_dncnn(start, expand_path(m.dncnn_weights, "model.dncnn_weights"))
     elif m.init == "ircnn":

@@ -66,6 +66,9 @@ class BatchImageEnv(ABC):
     steps: int
     reach: int = 0
     """How many pixels away :meth:`transition` reads (a 5×5 filter: 2); tiled inference widens its margins by it."""
+    residual_actions: ClassVar[bool] = False
+    """Whether an action adds a residual to the pixel, so that a policy head can start from a denoiser's residual
+    (``model.head_init: residual``)."""
 
     @classmethod
     def from_config(cls, options: TaskOptions) -> "BatchImageEnv":

@@ -127,6 +127,8 @@ class ResidualDenoiseEnv(DenoiseEnv):
         noise: the noise model (:data:`r3l.degradation.NOISES`), Gaussian by default.
     """
 
+    residual_actions = True
+
     Options = ResidualDenoiseOptions
 
     def __init__(
