@@ -10,9 +10,12 @@ Every algorithm has the same small interface, which is all the trainer uses::
     algo.optimizer, algo.lr_config               # for checkpoints and the learning-rate schedule
     algo.compiles_whole_update                   # whether train.compile: auto compiles all of it on CUDA
 
-A model's registry entry (:mod:`r3l.models.spec`) names the algorithm that trains it.
+:class:`Algorithm` (``r3l/algos/base.py``) keeps what they all keep and makes the optimiser; a new algorithm
+subclasses it, gives ``Options`` and ``learn``, and is registered with :func:`register_algorithm`. A model's
+registry entry (:mod:`r3l.models.spec`) names the algorithm that trains it.
 """
 
+from r3l.algos.base import Algorithm
 from r3l.algos.optim import LRSchedule
 from r3l.algos.ppo import PPO, PPOConfig
 from r3l.algos.supervised import Supervised, SupervisedConfig
@@ -26,4 +29,5 @@ def register_algorithm(name: str, cls: type) -> None:
     ALGORITHMS[name] = cls
 
 
-__all__ = ["ALGORITHMS", "LRSchedule", "PPO", "PPOConfig", "Supervised", "SupervisedConfig", "register_algorithm"]
+__all__ = ["ALGORITHMS", "Algorithm", "LRSchedule", "PPO", "PPOConfig", "Supervised", "SupervisedConfig",
+           "register_algorithm"]

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from r3l.algos.base import Algorithm
 from r3l.algos.optim import LRSchedule, Precision, make_adam
 from r3l.distributed import SINGLE, World
 from r3l.errors import R3LError
@@ -289,7 +290,7 @@ def ppo_objective(
     return ppo_loss(new_logp, old_log_prob, advantages, values.float(), returns, entropy, cfg, expected)
 
 
-class PPO:
+class PPO(Algorithm):
     """Pixel-wise PPO on a task: owns the optimiser, the rollout and the update.
 
     The network maps states to ``(logits, values)``. ``forward`` is what the rollout and the update call instead
@@ -298,25 +299,19 @@ class PPO:
 
     Options = PPOConfig
     """Its options: the config's ``ppo`` section."""
+    cfg: PPOConfig
     compiles_whole_update = True
     """The rollout and update have static shapes, so ``train.compile: auto`` compiles all of it on CUDA."""
 
     def __init__(self, net: nn.Module, cfg: PPOConfig, env: BatchImageEnv, precision: Precision | None = None,
                  forward=None, compile: str = "off", mode: str = "default", world: World = SINGLE):
-        self.net, self.cfg, self.env, self.world = net, cfg, env, world
-        self.lr_config = cfg
-        """The learning-rate schedule's fields (``lr``, ``lr_schedule``, ``lr_power``)."""
-        if cfg.freeze_temperature and hasattr(net, "log_temperature"):
+        if cfg.freeze_temperature and hasattr(net, "log_temperature"):  # before the optimiser takes it
             net.log_temperature.requires_grad_(False)
+        super().__init__(net, cfg, env, precision, forward, compile, mode, world)
         self.group = cfg.group_size if cfg.advantage == "group" else 1
         """Plays of each crop per episode (1 under GAE)."""
         self.tempered = isinstance(cfg.explore_temperature, list) or cfg.explore_temperature != 1.0
         """Whether rollouts and updates divide the logits by an exploration temperature."""
-        scales = {"encoder": cfg.encoder_lr_scale, "value": cfg.value_lr_scale}
-        grouped = cfg.value_warmup > 0 or any(v != 1.0 for v in scales.values())
-        self.optimizer = make_adam(net, cfg.lr, cfg.adam_eps, cfg.weight_decay, scales if grouped else None)
-        self.precision = precision or Precision(next(net.parameters()).device, "fp32")
-        self.forward = net if forward is None else forward
         if self.group > 1 and cfg.vf_coef == 0 and self.forward is net and hasattr(net, "policy_logits"):
             self.forward = self._policy_only  # no critic to train: skip the value head's three convolutions
         self.anchor: nn.Module | None = None
@@ -356,6 +351,14 @@ class PPO:
             return torch.full((crops,), float(given), device=device)
         low, high = math.log(given[0]), math.log(given[1])
         return (low + (high - low) * torch.rand(crops, device=device, generator=generator)).exp()
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Adam, with a parameter group per top-level submodule when the encoder or value head has its own
+        learning-rate scale (or the value head warms up alone)."""
+        cfg = self.cfg
+        scales = {"encoder": cfg.encoder_lr_scale, "value": cfg.value_lr_scale}
+        grouped = cfg.value_warmup > 0 or any(v != 1.0 for v in scales.values())
+        return make_adam(self.net, cfg.lr, cfg.adam_eps, cfg.weight_decay, scales if grouped else None)
 
     def anchor_to(self, start: nn.Module) -> None:
         """Make a frozen copy of ``start`` the policy that ``ppo.anchor_coef`` keeps this one near (a resumed run

@@ -7,12 +7,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from r3l.algos.optim import LRSchedule, Precision, make_adam
-from r3l.distributed import SINGLE, World
+from r3l.algos.base import Algorithm
+from r3l.algos.optim import LRSchedule
 from r3l.schema import non_negative, positive
-from r3l.tasks.base import BatchImageEnv
 
 #: ``log_mse``'s floor on an image's MSE (50 dB PSNR): a clean training image (σ 0 in a blind range) whose
 #: estimate is nearly exact does not get an unbounded weight.
@@ -32,27 +30,14 @@ class SupervisedConfig(LRSchedule):
     as much as its heavily noisy ones; under ``mse`` the heavy noise dominates)."""
 
 
-class Supervised:
+class Supervised(Algorithm):
     """One Adam step per batch on ``MSE(net(start), clean)``, where ``start`` is the task's first state (for
-    denoising, the noisy image drawn exactly as R3L's episodes draw it)."""
+    denoising, the noisy image drawn exactly as R3L's episodes draw it). ``train.compile: auto`` leaves it eager
+    (only the network can be compiled, on request)."""
 
     Options = SupervisedConfig
     """Its options: the config's ``supervised`` section."""
-    compiles_whole_update = False
-    """``train.compile: auto`` leaves it eager (only the network can be compiled, on request)."""
-
-    def __init__(self, net: nn.Module, cfg: SupervisedConfig, env: BatchImageEnv, precision: Precision | None = None,
-                 forward=None, compile: str = "off", mode: str = "default", world: World = SINGLE):
-        self.net, self.cfg, self.env, self.world = net, cfg, env, world
-        self.lr_config = cfg
-        """The learning-rate schedule's fields (``lr``, ``lr_schedule``, ``lr_power``)."""
-        self.optimizer = make_adam(net, cfg.lr, weight_decay=cfg.weight_decay)
-        self.precision = precision or Precision(next(net.parameters()).device, "fp32")
-        self.forward = net if forward is None else forward
-
-    @staticmethod
-    def check(cfg: SupervisedConfig, batch_size: int, where: str = "config key supervised") -> None:
-        """Nothing beyond the option types (the interface every algorithm has, see :mod:`r3l.algos`)."""
+    cfg: SupervisedConfig
 
     def loss(self, estimate: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """``supervised.loss``: the batch's MSE, or the mean of the images' log-MSE (the mean PSNR's objective)."""
