@@ -32,15 +32,15 @@ def network_work(trainer: Trainer, clean: torch.Tensor):
     """One episode's network work alone: rollout forwards + the update's forward/backward/Adam step."""
     net, opt, cfg = trainer.forward, trainer.optimizer, trainer.cfg
     steps, batch = cfg.env.steps, clean.shape[0]
-    per_mb = batch // cfg.ppo.minibatches
+    per_mb = batch // cfg.algo.minibatches
     states = clean.unsqueeze(0).expand(steps, *clean.shape).contiguous()
 
     def once() -> None:
         with torch.no_grad(), trainer.precision.autocast():
             for t in range(steps):
                 net(states[t])
-        for _ in range(cfg.ppo.epochs):
-            for m in range(cfg.ppo.minibatches):
+        for _ in range(cfg.algo.epochs):
+            for m in range(cfg.algo.minibatches):
                 x = states[:, m * per_mb : (m + 1) * per_mb].reshape(-1, *clean.shape[1:])
                 with trainer.precision.autocast():
                     logits, values = net(x)
@@ -111,7 +111,7 @@ def main() -> None:
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "batch": cfg.data.batch_size, "crop": cfg.data.crop, "steps": cfg.env.steps,
-        "epochs": cfg.ppo.epochs, "minibatches": cfg.ppo.minibatches, "features": cfg.model.features,
+        "epochs": cfg.algo.epochs, "minibatches": cfg.algo.minibatches, "features": cfg.model.features,
         "precision": trainer.precision.name, "channels_last": trainer.channels_last, "compile": trainer.compile,
         "compile_mode": trainer.compile_mode,
         "timed_episodes": args.episodes,

@@ -51,7 +51,7 @@ def test_a_task_from_a_dotted_path_trains_without_touching_r3l(tmp_path, monkeyp
         "env": {"name": "toytasks:ToyBrightness", "n_actions": 3, "steps": 4},
         "model": {"init": "scratch", "features": 8, "head_init": "small"},
         "data": {"train": str(tmp_path / "train"), "val": "", "batch_size": 4, "crop": 16, "workers": 0},
-        "ppo": {"epochs": 1, "minibatches": 2, "lr": 1e-3},
+        "algo": {"epochs": 1, "minibatches": 2, "lr": 1e-3},
         "train": {"episodes": 3, "log_every": 1, "device": "cpu", "progress": False, "tensorboard": False},
     }
     (tmp_path / "toy.yaml").write_text(yaml.safe_dump(config))
@@ -99,7 +99,7 @@ def test_a_new_model_and_algorithm_bring_their_own_config_sections(tmp_path):
         for i in range(2):
             write_image(tmp_path / "train" / f"{i}.png", smooth_image(rng, 24, 24))
         config = {"model": {"name": "wide", "init": "scratch", "features": 4, "layers": 4},
-                  "frozen_first": {"lr": 1e-2, "frozen_layers": 1},
+                  "algo": {"name": "frozen_first", "lr": 1e-2, "frozen_layers": 1},
                   "data": {"train": str(tmp_path / "train"), "val": "", "batch_size": 2, "crop": 16, "workers": 0},
                   "train": {"episodes": 2, "log_every": 1, "device": "cpu", "progress": False,
                             "tensorboard": False}}
@@ -110,8 +110,8 @@ def test_a_new_model_and_algorithm_bring_their_own_config_sections(tmp_path):
         trainer.train()
         assert torch.equal(trainer.net.model[0].weight, first) and not torch.equal(trainer.net.model[-1].weight, last)
         assert load_checkpoint(tmp_path / "run" / "last.safetensors").arch.options.layers == 4
-        with pytest.raises(R3LError, match="config key frozen_first.lr: must be positive"):
-            from_dict({**config, "frozen_first": {"lr": 0}})
+        with pytest.raises(R3LError, match="config key algo.lr: must be positive"):
+            from_dict({**config, "algo": {"lr": 0}})  # the model's own algorithm when the name is left out
         with pytest.raises(R3LError, match="unknown config key model.depth"):
             from_dict({**config, "model": {**config["model"], "depth": 5}})
     finally:
@@ -190,7 +190,7 @@ def test_every_registered_model_builds_from_its_spec_and_round_trips_through_a_c
 
 
 @pytest.mark.parametrize("text, message", [
-    ("ppo: {gamma: 1.5}", "config key ppo.gamma: must lie in [0, 1], got 1.5"),
+    ("algo: {gamma: 1.5}", "config key algo.gamma: must lie in [0, 1], got 1.5"),
     ("data: {crop: 0}", "config key data.crop: must be positive, got 0"),
     ("seed: -1", "config key seed: must not be negative, got -1"),
     ("train: {precision: fp8}", "config key train.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
@@ -228,10 +228,12 @@ def test_config_rules_live_on_the_fields():
     from r3l.schema import field_rules
 
     choices, bounds = field_rules(config_class())
+    r3n_choices, r3n_bounds = field_rules(config_class(model="r3n"))
     fields = {f.name: f for f in dataclasses.fields(PPOConfig)}
-    assert fields["gamma"].metadata["bound"] == bounds["ppo.gamma"] == "unit_interval"
-    assert bounds["ppo.lr"] == bounds["supervised.lr"] == "positive" and bounds["seed"] == "non_negative"
-    assert choices["ppo.lr_schedule"] == choices["supervised.lr_schedule"] == ("poly", "cosine", "constant")
+    assert fields["gamma"].metadata["bound"] == bounds["algo.gamma"] == "unit_interval"
+    assert bounds["algo.lr"] == r3n_bounds["algo.lr"] == "positive" and bounds["seed"] == "non_negative"
+    assert choices["algo.lr_schedule"] == r3n_choices["algo.lr_schedule"] == ("poly", "cosine", "constant")
+    assert "algo.gamma" not in r3n_bounds and r3n_choices["algo.loss"] == ("mse", "log_mse")
     assert choices["model.policy_form"] == ("logits", "gaussian") and bounds["env.action_step"] == "positive"
 
 

@@ -99,8 +99,8 @@ def test_bad_inputs_give_one_clear_line(trained, tmp_path):
                        "junk.png", "not a safetensors checkpoint")
     assert_clean_error(r3l("train", "--config", cfg, "--run-dir", tmp_path / "r", "--set", "env.sigma=-5"),
                        "env.sigma", "negative")
-    assert_clean_error(r3l("train", "--config", cfg, "--run-dir", tmp_path / "r", "--set", "ppo.clip=0.1"),
-                       "unknown config key ppo.clip")
+    assert_clean_error(r3l("train", "--config", cfg, "--run-dir", tmp_path / "r", "--set", "algo.clip=0.1"),
+                       "unknown config key algo.clip")
     assert_clean_error(r3l("train", "--config", cfg, "--run-dir", tmp_path / "r", "--set", "data.crop=500"),
                        "data.crop")
     assert_clean_error(r3l("train", "--config", cfg, "--run-dir", tmp_path / "r",

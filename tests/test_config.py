@@ -7,15 +7,15 @@ from r3l.errors import R3LError
 
 def test_presets_and_overrides():
     seed = from_dict({"preset": "seed"})
-    assert (seed.ppo.gamma, seed.ppo.gae_lambda, seed.ppo.clip_eps, seed.ppo.epochs) == (0.95, 1.0, 0.5, 15)
-    assert seed.ppo.minibatches == 1 and seed.ppo.ent_coef == 0 and seed.ppo.lr_schedule == "poly"
+    assert (seed.algo.gamma, seed.algo.gae_lambda, seed.algo.clip_eps, seed.algo.epochs) == (0.95, 1.0, 0.5, 15)
+    assert seed.algo.minibatches == 1 and seed.algo.ent_coef == 0 and seed.algo.lr_schedule == "poly"
     assert seed.data.batch_size == 32 and seed.data.crop == 70 and seed.train.episodes == 30001
-    over = from_dict({"preset": "seed", "ppo": {"lr": 5e-4}}, ["data.crop=64", "env.sigma=[10, 50]"])
-    assert over.ppo.lr == 5e-4 and over.ppo.epochs == SEED_PRESET["ppo"]["epochs"]
+    over = from_dict({"preset": "seed", "algo": {"lr": 5e-4}}, ["data.crop=64", "env.sigma=[10, 50]"])
+    assert over.algo.lr == 5e-4 and over.algo.epochs == SEED_PRESET["ppo"]["epochs"]
     assert over.data.crop == 64 and over.env.sigma == [10.0, 50.0]
     # YAML reads 1e-3 without a dot as a string; it is still a number here.
-    assert from_dict({"ppo": {"lr": "1e-3"}}, ["ppo.adam_eps=1e-6"]).ppo.adam_eps == 1e-6
-    assert from_dict({}, ["ppo.lr=1e-3"]).ppo.lr == 1e-3
+    assert from_dict({"algo": {"lr": "1e-3"}}, ["algo.adam_eps=1e-6"]).algo.adam_eps == 1e-6
+    assert from_dict({}, ["algo.lr=1e-3"]).algo.lr == 1e-3
 
 
 @pytest.mark.parametrize("name", ["r3l_gray_sigma25", "r3l_gray_sigma35", "seed_preset_sigma25", "demo",
@@ -29,17 +29,17 @@ def test_shipped_configs_load(name):
 
 
 @pytest.mark.parametrize("values,overrides,message", [
-    ({"ppo": {"learning_rate": 1}}, [], "unknown config key ppo.learning_rate"),
+    ({"algo": {"learning_rate": 1}}, [], "unknown config key algo.learning_rate"),
     ({"bogus": 1}, [], "unknown config key bogus"),
     ({"env": {"sigma": -5}}, [], "env.sigma: must not be negative"),
     ({}, ["env.sigma=[30, 10]"], "env.sigma"),
     ({"data": {"crop": 0}}, [], "data.crop: must be positive"),
-    ({"ppo": {"epochs": "many"}}, [], "ppo.epochs: expected a whole number"),
-    ({"ppo": {"gamma": 1.5}}, [], "ppo.gamma: must lie in"),
-    ({"ppo": {"lr": float("nan")}}, [], "ppo.lr: expected a finite number"),
+    ({"algo": {"epochs": "many"}}, [], "algo.epochs: expected a whole number"),
+    ({"algo": {"gamma": 1.5}}, [], "algo.gamma: must lie in"),
+    ({"algo": {"lr": float("nan")}}, [], "algo.lr: expected a finite number"),
     ({"train": {"progress": "yes"}}, [], "train.progress: expected true or false"),
     ({"preset": "fast"}, [], "preset"),
-    ({"ppo": {"minibatches": 3}}, [], "ppo.minibatches"),
+    ({"algo": {"minibatches": 3}}, [], "algo.minibatches"),
     ({"env": {"n_actions": 26}}, [], "env.n_actions"),
     ({"model": {"channels": 2}}, [], "model.channels"),
     ({"env": 3}, [], "env: expected a mapping"),
@@ -47,7 +47,7 @@ def test_shipped_configs_load(name):
     ({"train": {"deterministic": True, "cudnn_benchmark": "on"}}, [], "train.cudnn_benchmark: 'on' picks"),
     ({"train": {"precision": "fp8"}}, [], "train.precision"),
     ({"train": {"compile": "yes"}}, [], "train.compile"),
-    ({"ppo": {"explore_temperature": "hot"}}, [], "ppo.explore_temperature: 'hot' is neither a number nor a list"),
+    ({"algo": {"explore_temperature": "hot"}}, [], "algo.explore_temperature: 'hot' is neither a number nor a list"),
 ])
 def test_bad_values_name_the_key(values, overrides, message):
     with pytest.raises(R3LError, match=message.replace("[", r"\[")):
@@ -66,8 +66,8 @@ def test_bad_files(tmp_path):
     with pytest.raises(R3LError, match="expected a mapping"):
         load_config(listy)
     unknown = tmp_path / "unknown.yaml"
-    unknown.write_text("ppo:\n  clip: 0.1\n")
-    with pytest.raises(R3LError, match="unknown.yaml: unknown config key ppo.clip"):
+    unknown.write_text("algo:\n  clip: 0.1\n")
+    with pytest.raises(R3LError, match="unknown.yaml: unknown config key algo.clip"):
         load_config(unknown)
 
 
@@ -112,3 +112,48 @@ def test_a_shipped_config_is_found_by_name(tmp_path, capsys):
     assert "r3l_gray_sigma25_group" in capsys.readouterr().out
     assert main(["train", "--config", "no_such_config"]) == 2
     assert "no_such_config: config file not found" in capsys.readouterr().err
+
+
+def test_the_algorithm_is_chosen_in_its_own_section():
+    assert from_dict({}).algo.name == "ppo"  # the model's registry entry's algorithm
+    r3n = from_dict({"model": {"name": "r3n"}, "algo": {"loss": "log_mse"}})
+    assert r3n.algo.name == "supervised" and r3n.algo.loss == "log_mse" and not hasattr(r3n, "ppo")
+    with pytest.raises(R3LError, match="algo.name: unknown algorithm 'sac'; registered: ppo, supervised"):
+        from_dict({"algo": {"name": "sac"}})
+    with pytest.raises(R3LError, match="algo.name: supervised trains deterministic networks and the model r3l is "
+                                       "a policy; its algorithm is ppo"):
+        from_dict({"algo": {"name": "supervised"}})
+    with pytest.raises(R3LError, match="unknown config key algo.loss"):  # r3l's algorithm is PPO's options
+        from_dict({"algo": {"loss": "mse"}})
+
+
+def test_configs_with_a_section_per_algorithm_still_read():
+    old = {"model": {"name": "r3n"}, "supervised": {"lr": 2e-4}, "ppo": {"lr": 7.0, "epochs": 99}}
+    cfg = from_dict(old, ["supervised.loss=log_mse"])
+    assert (cfg.algo.name, cfg.algo.lr, cfg.algo.loss) == ("supervised", 2e-4, "log_mse")
+    assert from_dict({"ppo": {"lr": 2e-4, "epochs": 3}}, ["algo.epochs=5"]).algo.epochs == 5  # algo wins
+    assert from_dict({"ppo": {"lr": 2e-4}}, ["ppo.epochs=5"]).algo.epochs == 5
+    stored = load_config(ROOT / "tests" / "data" / "v2_run_r3l" / "config.yaml")
+    assert stored.algo.name == "ppo" and stored.algo.lr == 1e-3
+
+
+def test_a_registered_algorithm_is_chosen_by_name():
+    from dataclasses import dataclass
+
+    from r3l.algos import ALGORITHMS, Supervised, SupervisedConfig, register_algorithm
+
+    @dataclass
+    class SmoothOptions(SupervisedConfig):
+        smoothness: float = 0.5
+
+    class Smooth(Supervised):
+        Options = SmoothOptions
+
+    register_algorithm("smooth", Smooth)
+    try:
+        cfg = from_dict({"model": {"name": "r3n"}, "algo": {"name": "smooth", "smoothness": 0.1}})
+        assert cfg.algo.smoothness == 0.1 and isinstance(cfg.algo, SmoothOptions)
+        with pytest.raises(R3LError, match="algo.name: smooth trains deterministic networks"):
+            from_dict({"algo": {"name": "smooth"}})
+    finally:
+        del ALGORITHMS["smooth"]

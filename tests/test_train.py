@@ -148,7 +148,7 @@ def test_log_mse_weighs_each_image_by_its_own_error():
     cfg = from_dict({"model": {"name": "r3n", "init": "scratch", "features": 8},
                      "supervised": {"loss": "log_mse"}, "data": {"train": "skimage", "val": ""}})
     net = build_network({"name": "r3n", "channels": 1, "features": 8, "steps": 2})
-    algo = Supervised(net, cfg.supervised, ResidualDenoiseEnv())
+    algo = Supervised(net, cfg.algo, ResidualDenoiseEnv())
     clean = torch.rand(2, 1, 6, 6)
     errors = torch.stack([torch.full((1, 6, 6), 0.01), torch.full((1, 6, 6), 0.1)])  # 40 dB and 20 dB
     estimate = (clean + errors).requires_grad_()
@@ -157,5 +157,5 @@ def test_log_mse_weighs_each_image_by_its_own_error():
     loss.backward()
     light, heavy = (estimate.grad[i].abs().sum().item() for i in range(2))
     assert light > 5 * heavy  # mse would give the heavy image 10× the light one's gradient; log_mse ~9× the other way
-    with pytest.raises(Exception, match="supervised.loss"):
-        from_dict({"supervised": {"loss": "l1"}})
+    with pytest.raises(Exception, match="algo.loss"):
+        from_dict({"model": {"name": "r3n"}, "algo": {"loss": "l1"}})

@@ -6,9 +6,15 @@ out-of-range value is an :class:`~r3l.errors.R3LError` naming the key.
 
 The sections of the components are theirs: ``env`` is ``name`` (the task) and the task's own options
 (:attr:`r3l.tasks.BatchImageEnv.Options`), ``model`` is ``name`` (the architecture), its options
-(:mod:`r3l.models.spec`) and how its weights start (:class:`r3l.models.build.InitOptions`), and every registered
-algorithm has the section of its name (``ppo``, ``supervised``: :data:`r3l.algos.ALGORITHMS`). This module
-assembles them with the run's own sections (``data``, ``train``) and checks what involves more than one.
+(:mod:`r3l.models.spec`) and how its weights start (:class:`r3l.models.build.InitOptions`), and ``algo`` is
+``name`` (the learning algorithm, :data:`r3l.algos.ALGORITHMS`; by default the one the model's registry entry
+names) and that algorithm's options. This module assembles them with the run's own sections (``data``,
+``train``) and checks what involves more than one.
+
+Configs written before ``algo`` existed carry a section per algorithm (``ppo:``, ``supervised:``); they still
+read: the section of the run's algorithm becomes ``algo`` (under any ``algo`` keys given too) and the others,
+which no run ever read, are dropped (:func:`upgrade_sections`). A preset's section named by an algorithm applies
+when that algorithm trains.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from r3l.tasks import task_class
 
 Switch = Literal["auto", "on", "off"]
 DEFAULT_TASK, DEFAULT_MODEL = "residual_denoise", "r3l"
+ALGO = "algo"
+"""The key of the algorithm's section."""
 
 
 @dataclass
@@ -85,8 +93,8 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    """A resolved experiment: the run's sections and the components' (``env``, ``model`` and one per algorithm,
-    each its component's dataclass; :func:`config_class` adds them)."""
+    """A resolved experiment: the run's sections and the components' (``env``, ``model`` and ``algo``, each its
+    component's dataclass; :func:`config_class` adds them)."""
 
     name: str = "r3l"
     preset: str = "default"
@@ -113,18 +121,27 @@ def _section(label: str, name: str, *options: type) -> type:
 
 
 @functools.lru_cache(maxsize=None)
-def _config_class(task: str, options: type, model: str, algorithms: tuple[tuple[str, type], ...]) -> type:
+def _config_class(task: str, options: type, model: str, algo: str, algo_options: type) -> type:
     env = _section("Env", task, options)
     arch = _section("Model", model, InitOptions, architecture(model, "config key model.name").options)
-    sections = [("env", env, field(default_factory=env)), ("model", arch, field(default_factory=arch))]
-    sections += [(key, algo.Options, field(default_factory=algo.Options)) for key, algo in algorithms]
+    learner = _section("Algo", algo, algo_options)
+    sections = [("env", env, field(default_factory=env)), ("model", arch, field(default_factory=arch)),
+                (ALGO, learner, field(default_factory=learner))]
     return dataclasses.make_dataclass("Config", sections, bases=(Config,))
 
 
-def config_class(task: str = DEFAULT_TASK, model: str = DEFAULT_MODEL) -> type:
-    """The :class:`Config` of a run of ``model`` on ``task``: its sections are those components' dataclasses and
-    every registered algorithm's."""
-    return _config_class(task, task_class(task).Options, model, tuple(ALGORITHMS.items()))
+def config_class(task: str = DEFAULT_TASK, model: str = DEFAULT_MODEL, algo: str = "") -> type:
+    """The :class:`Config` of a run of ``model`` on ``task`` trained by ``algo`` (by default the algorithm of the
+    model's registry entry): its sections are those components' dataclasses."""
+    algo = algo or architecture(model, "config key model.name").algorithm
+    return _config_class(task, task_class(task).Options, model, algo, algorithm_class(algo).Options)
+
+
+def algorithm_class(name: str, key: str = f"config key {ALGO}.name") -> type:
+    """The registered algorithm called ``name``; an unknown one is an error naming ``key``."""
+    if name not in ALGORITHMS:
+        raise R3LError(f"{key}: unknown algorithm {name!r}; registered: {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[name]
 
 
 #: Values the original R3L code used, minus its defects (see docs/config.md).
@@ -164,8 +181,13 @@ def _validate(cfg: Config) -> None:
     cfg.env.check("config key env")
     cfg.model.check("config key model")
     entry = architecture(cfg.model.name)
-    ALGORITHMS[entry.algorithm].check(getattr(cfg, entry.algorithm), cfg.data.batch_size,
-                                      f"config key {entry.algorithm}")
+    learner = ALGORITHMS[cfg.algo.name]
+    if learner.trains_policies != entry.policy:
+        raise R3LError(f"config key {ALGO}.name: {cfg.algo.name} trains "
+                       f"{'policies' if learner.trains_policies else 'deterministic networks'} and the model "
+                       f"{cfg.model.name} is {'a policy' if entry.policy else 'a deterministic network'}; "
+                       f"its algorithm is {entry.algorithm}")
+    learner.check(cfg.algo, cfg.data.batch_size, f"config key {ALGO}")
     if entry.policy and getattr(cfg.model, "head_init", "") == "residual" and \
             not task_class(cfg.env.name).residual_actions:
         raise R3LError(f"config key model.head_init: residual, but the {cfg.env.name} task's actions are not "
@@ -213,6 +235,27 @@ def _drop_single_section_defaults(values: dict[str, Any], cls: type) -> None:
             del given[key]
 
 
+def upgrade_sections(values: dict[str, Any]) -> str:
+    """Give ``values`` (a raw config, its preset merged in) its ``algo`` section from the sections named by an
+    algorithm, which configs older than ``algo`` have: the run's algorithm's becomes ``algo``, under any ``algo``
+    keys also given, and the others are dropped (no run read them). Returns the algorithm's name: ``algo.name``,
+    else the model's registry entry's."""
+    given = values.setdefault(ALGO, {})
+    if not isinstance(given, dict):
+        raise R3LError(f"config key {ALGO}: expected a mapping, got {given!r}")
+    model = values.get("model", {}).get("name", DEFAULT_MODEL)
+    name = given.get("name") or architecture(model, "config key model.name").algorithm
+    if not isinstance(name, str):
+        raise R3LError(f"config key {ALGO}.name: expected a name, got {name!r}")
+    algorithm_class(name)
+    legacy = {key: values.pop(key) for key in list(values) if key in ALGORITHMS}
+    for key, section in legacy.items():
+        if not isinstance(section, dict):
+            raise R3LError(f"config key {key}: expected a mapping, got {section!r}")
+    values[ALGO] = {**deep_merge(legacy.get(name, {}), given), "name": name}
+    return name
+
+
 def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> Config:
     """Resolve a raw mapping (from YAML) plus ``key=value`` overrides into a checked :class:`Config`."""
     values = copy.deepcopy(values or {})
@@ -223,7 +266,8 @@ def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> Config:
     if not isinstance(preset, str) or preset not in PRESETS:
         raise R3LError(f"config key preset: {preset!r} is not one of {', '.join(PRESETS)}")
     merged = deep_merge(PRESETS[preset], values)
-    cls = config_class(_component(merged, "env", DEFAULT_TASK), _component(merged, "model", DEFAULT_MODEL))
+    task, model = _component(merged, "env", DEFAULT_TASK), _component(merged, "model", DEFAULT_MODEL)
+    cls = config_class(task, model, upgrade_sections(merged))
     _drop_single_section_defaults(merged, cls)
     cfg = build_dataclass(cls, merged, switch_words=SWITCH_WORDS)
     _validate(cfg)

@@ -193,7 +193,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` to ``(["a", "b"], value)``; the value is parsed as YAML (numbers, lists, booleans)."""
     if "=" not in text:
-        raise R3LError(f"--set {text!r}: expected key=value, e.g. ppo.lr=1e-4")
+        raise R3LError(f"--set {text!r}: expected key=value, e.g. algo.lr=1e-4")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""

@@ -3,7 +3,8 @@ optimiser helpers they share.
 
 Every algorithm has the same small interface, which is all the trainer uses::
 
-    Algorithm.Options                           # the dataclass of its options: the config section of its name
+    Algorithm.Options                           # the dataclass of its options: the config's algo section
+    Algorithm.trains_policies                   # policies (PPO) or deterministic networks (supervised)
     Algorithm.check(options, batch_size)        # what the option types cannot say
     algo = ALGORITHMS[name](net, options, env, precision, forward, compile, mode, world)
     stats = algo.learn(clean_batch, generator)   # one episode / one step; device-side diagnostics
@@ -11,8 +12,9 @@ Every algorithm has the same small interface, which is all the trainer uses::
     algo.compiles_whole_update                   # whether train.compile: auto compiles all of it on CUDA
 
 :class:`Algorithm` (``r3l/algos/base.py``) keeps what they all keep and makes the optimiser; a new algorithm
-subclasses it, gives ``Options`` and ``learn``, and is registered with :func:`register_algorithm`. A model's
-registry entry (:mod:`r3l.models.spec`) names the algorithm that trains it.
+subclasses it, gives ``Options`` and ``learn``, and is registered with :func:`register_algorithm`. A config chooses
+it by name (``algo: {name: ..., <its options>}``); a model's registry entry (:mod:`r3l.models.spec`) names the
+algorithm a config that does not choose gets.
 """
 
 from r3l.algos.base import Algorithm
@@ -21,11 +23,11 @@ from r3l.algos.ppo import PPO, PPOConfig
 from r3l.algos.supervised import Supervised, SupervisedConfig
 
 ALGORITHMS = {"ppo": PPO, "supervised": Supervised}
-"""Each algorithm by the name of its config section."""
+"""Each algorithm by its name, the config's ``algo.name``."""
 
 
 def register_algorithm(name: str, cls: type) -> None:
-    """Add an algorithm (the interface above); its options become the config section ``name``."""
+    """Add an algorithm (the interface above); a config chooses it with ``algo.name``."""
     ALGORITHMS[name] = cls
 
 

@@ -23,6 +23,9 @@ class Algorithm:
 
     Options: ClassVar[type[LRSchedule]] = LRSchedule
     """The dataclass of its options: the config section of its name."""
+    trains_policies: ClassVar[bool] = False
+    """Whether it trains policies (registry entries with ``policy``) or deterministic networks, the two kinds of
+    model; the config refuses an algorithm for the other kind."""
     compiles_whole_update: ClassVar[bool] = False
     """Whether ``train.compile: auto`` compiles all of its update on CUDA (else only the network, on request)."""
 

@@ -298,8 +298,9 @@ class PPO(Algorithm):
     """
 
     Options = PPOConfig
-    """Its options: the config's ``ppo`` section."""
+    """Its options: the config's ``algo`` section with ``name: ppo``."""
     cfg: PPOConfig
+    trains_policies = True
     compiles_whole_update = True
     """The rollout and update have static shapes, so ``train.compile: auto`` compiles all of it on CUDA."""
 

@@ -36,7 +36,7 @@ class Supervised(Algorithm):
     (only the network can be compiled, on request)."""
 
     Options = SupervisedConfig
-    """Its options: the config's ``supervised`` section."""
+    """Its options: the config's ``algo`` section with ``name: supervised``."""
     cfg: SupervisedConfig
 
     def loss(self, estimate: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--list-configs", action="store_true",
                    help="list the configs that ship with r3l, with what each trains, and exit")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set ppo.lr=1e-4 --set data.batch_size=16 (repeatable)")
+                   help="override a config key, e.g. --set algo.lr=1e-4 --set data.batch_size=16 (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir from its last checkpoint (same episode, same LR)")
     p.add_argument("--force", action="store_true",

@@ -91,7 +91,7 @@ class Architecture:
     options: type[ArchOptions]
     """The dataclass of its options."""
     algorithm: str
-    """The key of :data:`r3l.algos.ALGORITHMS` that trains it."""
+    """The key of :data:`r3l.algos.ALGORITHMS` that trains it when a config does not choose (``algo.name``)."""
     policy: bool = False
     """It outputs per-pixel action logits and a value (an actor-critic) rather than an image."""
     recurrent: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from tqdm import tqdm
 
 from r3l.algos import ALGORITHMS
 from r3l.algos.optim import Precision, learning_rate, resolve_precision, set_lr
-from r3l.config import Config, config_class
+from r3l.config import Config, config_class, upgrade_sections
 from r3l.distributed import SINGLE, World, device_for
 from r3l.errors import R3LError, warn
 from r3l.evaluation.protocol import evaluate, summarize
@@ -29,7 +30,7 @@ from r3l.models.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from r3l.models.spec import architecture, build_network, spec_from_config
+from r3l.models.spec import build_network, spec_from_config
 from r3l.runtime import cpu_prefers_channels_last, pick_device, resolve_compile
 from r3l.schema import flatten
 from r3l.tasks import make_env
@@ -60,7 +61,9 @@ def check_resume_config(saved: dict, current: dict, path: Path, force: bool) -> 
     # A key the saved config lacks (written by an older r3l) had its default then.
     # A key of the saved config that this run's components no longer have (an option of an older r3l's single
     # model section that this model never read, say) is not compared.
-    defaults = config_class(current["env"]["name"], current["model"]["name"])().to_dict()
+    saved = copy.deepcopy(saved)
+    upgrade_sections(saved)
+    defaults = config_class(current["env"]["name"], current["model"]["name"], current["algo"]["name"])().to_dict()
     old, new = {**flatten(defaults), **flatten(saved)}, flatten(current)
     changed = [key for key in sorted(new)
                if key not in RESUMABLE_CHANGES and old.get(key, "(absent)") != new.get(key, "(absent)")]
@@ -94,13 +97,13 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 
 def algorithm_class(cfg: Config):
-    """The class that trains the configured model (its architecture's entry names it)."""
-    return ALGORITHMS[architecture(cfg.model.name).algorithm]
+    """The class of the configured algorithm (``algo.name``)."""
+    return ALGORITHMS[cfg.algo.name]
 
 
 def algorithm_options(cfg: Config):
-    """The configured model's algorithm's section (``cfg.ppo``, ``cfg.supervised``, …)."""
-    return getattr(cfg, architecture(cfg.model.name).algorithm)
+    """The configured algorithm's options (the ``algo`` section)."""
+    return cfg.algo
 
 
 def compile_plan(cfg: Config, device: torch.device) -> tuple[str, str]:
