@@ -65,7 +65,7 @@ class EpisodeSetup:
         if args.crop:
             overrides.append(f"data.crop={args.crop}")
         self.cfg = cfg = from_dict({"preset": args.preset}, overrides)
-        configure_torch(cfg)
+        configure_torch(cfg.train)
         self.trainer = Trainer(cfg, "/tmp/r3l-bench-episode")
         self.batches = EpisodeBatches(self.trainer.train_images, cfg.data, cfg.seed, episodes)
         self.generator = torch.Generator(device=device)

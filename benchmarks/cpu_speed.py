@@ -220,7 +220,7 @@ def training(args: argparse.Namespace) -> dict:
                 cfg = load_config(path, [f"train.precision={precision}", f"train.channels_last={layout}",
                                          f"train.threads={args.threads}", "train.progress=false",
                                          "train.tensorboard=false", "data.val=", "train.device=cpu"])
-                configure_torch(cfg)
+                configure_torch(cfg.train)
                 trainer = Trainer(cfg, Path(args.run_root) / f"{cfg.name}_{precision}_{layout}", force=True)
                 batches = EpisodeBatches(trainer.train_images, cfg.data, cfg.seed, args.episodes + 1)
                 generator = torch.Generator()
@@ -252,7 +252,7 @@ def validation(args: argparse.Namespace) -> dict:
     cfg = load_config(args.train_config[0], [f"data.val={args.validate_data}", "data.val_max_images=0",
                                             f"train.threads={args.threads}", "train.progress=false",
                                             "train.tensorboard=false", "train.device=cpu"])
-    configure_torch(cfg)
+    configure_torch(cfg.train)
     trainer = Trainer(cfg, Path(args.run_root) / f"{cfg.name}_validation", force=True)
     out = {"config": args.train_config[0], "images": len(trainer.val_images)}
     for engine in ("auto", "torch"):

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, overrides)
         run_dir = Path(args.run_dir or f"runs/learning/{cfg.name}")
-        configure_torch(cfg)
+        configure_torch(cfg.train)
         trainer = Trainer(cfg, run_dir)
         started = time.perf_counter()
         last = trainer.train(time_limit=args.seconds)

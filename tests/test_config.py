@@ -157,3 +157,25 @@ def test_a_registered_algorithm_is_chosen_by_name():
             from_dict({"algo": {"name": "smooth"}})
     finally:
         del ALGORITHMS["smooth"]
+
+
+def test_a_resume_may_change_the_fields_marked_resumable_only(tmp_path):
+    from r3l.config import config_class
+    from r3l.schema import resumable_keys
+    from r3l.training.trainer import check_resume_config
+
+    keys = resumable_keys(config_class())
+    assert {"name", "train.val_every", "train.device", "data.val_sigma", "data.workers"} <= keys
+    assert not keys & {"seed", "algo.lr", "env.sigma", "model.features", "data.batch_size", "train.episodes"}
+    # A run directory written before the algo section, with a section per algorithm:
+    saved = load_config(ROOT / "tests" / "data" / "v2_run_r3l" / "config.yaml").to_dict()
+    saved["ppo"] = {k: v for k, v in saved.pop("algo").items() if k != "name"}
+    saved["supervised"] = {"lr": 1e-3}
+    current = load_config(ROOT / "tests" / "data" / "v2_run_r3l" / "config.yaml", ["train.val_every=7"])
+    check_resume_config(saved, current.to_dict(), tmp_path, force=False)
+    changed = load_config(ROOT / "tests" / "data" / "v2_run_r3l" / "config.yaml", ["ppo.lr=0.5"])
+    with pytest.raises(R3LError, match=r"differs from the run's \(algo.lr: 0.001 -> 0.5\)"):
+        check_resume_config(saved, changed.to_dict(), tmp_path, force=False)
+    # An R3N run: PPO's options are not its algorithm's, so setting one changes nothing.
+    r3n = from_dict({"model": {"name": "r3n"}}).to_dict()
+    check_resume_config(r3n, from_dict({"model": {"name": "r3n"}}, ["ppo.lr=0.5"]).to_dict(), tmp_path, False)

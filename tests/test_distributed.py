@@ -52,7 +52,7 @@ def _one_update(rank: int, size: int, port: int, values: dict, out: str) -> None
     if size > 1:
         torch_dist.init_process_group("gloo", rank=rank, world_size=size)
     cfg = from_dict(values)
-    configure_torch(cfg)
+    configure_torch(cfg.train)
     trainer = Trainer(cfg, f"{out}_run", world=World(rank, size, rank) if size > 1 else World())
     torch.manual_seed(123)
     clean = torch.rand(4, 1, 24, 24)

@@ -78,7 +78,7 @@ def test_fuzz_image_loader_random_bytes(tmp_path_factory, data):
 
 
 KEYS = {name: list(config_class().__dataclass_fields__[name].default_factory().__dataclass_fields__)
-        for name in ("env", "model", "ppo", "data", "train")}
+        for name in ("env", "model", "algo", "data", "train")}
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=12), st.lists(st.floats(-100, 100), max_size=3))
 

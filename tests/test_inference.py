@@ -26,6 +26,17 @@ def test_radius_is_the_receptive_field_of_all_passes():
     assert make("dncnn", 64).radius == 6
 
 
+def test_the_registry_entry_gives_the_radius_of_a_pass():
+    """R3L's entry leaves out the value head, which inference does not run; an entry without a radius counts every
+    convolution in a chain, which is never too small."""
+    from r3l.models.spec import Architecture, ArchOptions, architecture, conv_radius
+
+    net = ActorCritic(1, 27, 8)
+    assert architecture("r3l").pass_radius(net) == 16
+    assert Architecture(lambda s: net, ArchOptions, "ppo", policy=True).pass_radius(net) == 16 + 6
+    assert conv_radius(DnCNN(1, 8, 6)) == 6
+
+
 @pytest.mark.parametrize("name", list(ARCHS))
 @pytest.mark.parametrize("tile", [17, 32, 45])
 @pytest.mark.parametrize("shape", [(121, 97), (64, 150)])

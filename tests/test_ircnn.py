@@ -13,6 +13,15 @@ from r3l.models.ircnn import IRCNN, init_from_ircnn, ircnn_from_weights, load_ir
 from r3l.models.networks import R3N, ActorCritic
 from r3l.tasks.denoise import ResidualDenoiseEnv
 
+
+def model_of(cfg):
+    """The network a training config starts from, as the trainer builds it."""
+    from r3l.models.build import build_model
+    from r3l.models.spec import spec_from_config
+
+    return build_model(spec_from_config(cfg.model, cfg.env), cfg.model)
+
+
 CAFFE = {s: SHARED / "weights" / "ircnn" / f"zhang_cvpr17_denoise_{s}_gray.caffemodel" for s in (15, 25, 50)}
 
 
@@ -128,19 +137,18 @@ def test_r3n_residual_head_and_layers():
 
 @needs_shared
 def test_ircnn_init_from_config_and_errors(tmp_path):
-    from r3l.models.build import build_model
 
     base = {"model": {"init": "ircnn", "head_init": "residual", "ircnn_weights": str(CAFFE[25])}}
-    net = build_model(from_dict(base))
+    net = model_of(from_dict(base))
     assert isinstance(net, ActorCritic)
     with pytest.raises(R3LError, match="model.head_init residual needs model.init ircnn"):
-        build_model(from_dict({"model": {"init": "scratch", "head_init": "residual"}}))
+        model_of(from_dict({"model": {"init": "scratch", "head_init": "residual"}}))
     with pytest.raises(R3LError, match="channel"):
-        build_model(from_dict({"model": {**base["model"], "channels": 3}}))
+        model_of(from_dict({"model": {**base["model"], "channels": 3}}))
     with pytest.raises(R3LError, match="not residuals"):
-        build_model(from_dict({**base, "env": {"name": "pixelrl_denoise", "n_actions": 9, "steps": 5}}))
+        model_of(from_dict({**base, "env": {"name": "pixelrl_denoise", "n_actions": 9, "steps": 5}}))
     # pixelRL's recipe: IRCNN's layers, fresh last layers.
-    pix = build_model(from_dict({"model": {**base["model"], "head_init": "small"},
+    pix = model_of(from_dict({"model": {**base["model"], "head_init": "small"},
                                  "env": {"name": "pixelrl_denoise", "n_actions": 9, "steps": 5}}))
     assert torch.equal(pix.encoder[0].weight, ircnn_from_weights(CAFFE[25]).model[0].weight)
     assert pix.policy[-1].weight.abs().max() < 0.01
@@ -195,7 +203,6 @@ def test_clipped_r3n_steps_and_straight_through_gradient():
 
 
 def test_r3l_starts_from_an_r3n(tmp_path):
-    from r3l.models.build import build_model
     from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
 
@@ -206,7 +213,7 @@ def test_r3l_starts_from_an_r3n(tmp_path):
     cfg = from_dict({"model": {"init": "checkpoint", "init_checkpoint": str(tmp_path / "r3n.safetensors"),
                                "features": 8, "policy_form": "gaussian", "head_init": "residual",
                                "head_temperature": 1.0}})
-    net = build_model(cfg)
+    net = model_of(cfg)
     x = torch.rand(2, 1, 16, 16)
     with torch.no_grad():
         step = r3n.residual(x)
@@ -216,13 +223,12 @@ def test_r3l_starts_from_an_r3n(tmp_path):
     assert ((action == expected) | near_tie).all()
     assert torch.equal(net.encoder[2].weight, r3n.encoder[2].weight)
     with pytest.raises(R3LError, match="init_checkpoint"):
-        build_model(from_dict({"model": {"init": "checkpoint"}}))
+        model_of(from_dict({"model": {"init": "checkpoint"}}))
 
 
 def test_r3n_continues_from_an_r3n_clipped_otherwise(tmp_path):
     """``init: checkpoint`` with the same network continues from its weights, also when only the step clip (or
     the step count) differs; another shape is refused."""
-    from r3l.models.build import build_model
     from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
 
@@ -232,16 +238,15 @@ def test_r3n_continues_from_an_r3n_clipped_otherwise(tmp_path):
                     Checkpoint(ArchSpec.of("r3n", channels=1, features=8, steps=6), r3n.state_dict(), {}, 10, {}))
     model = {"name": "r3n", "init": "checkpoint", "init_checkpoint": str(tmp_path / "r3n.safetensors"),
              "head_init": "residual"}
-    net = build_model(from_dict({"model": {**model, "features": 8, "max_step": 13}}))
+    net = model_of(from_dict({"model": {**model, "features": 8, "max_step": 13}}))
     assert net.max_step == 13
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), r3n.state_dict().values()))
     with pytest.raises(R3LError, match="r3n checkpoint"):
-        build_model(from_dict({"model": {**model, "features": 16}}))
+        model_of(from_dict({"model": {**model, "features": 16}}))
 
 
 def test_colour_r3n_starts_from_a_gray_one(tmp_path):
     """Widened from a gray R3N, a colour R3N denoises a gray image (copied to three channels) as the gray one."""
-    from r3l.models.build import build_model
     from r3l.models.checkpoint import Checkpoint, save_checkpoint
     from r3l.models.spec import ArchSpec
 
@@ -251,9 +256,9 @@ def test_colour_r3n_starts_from_a_gray_one(tmp_path):
                     Checkpoint(ArchSpec.of("r3n", channels=1, features=8, steps=2), gray.state_dict(), {}, 1, {}))
     model = {"name": "r3n", "channels": 3, "features": 8, "init": "checkpoint",
              "init_checkpoint": str(tmp_path / "g.safetensors")}
-    colour = build_model(from_dict({"model": model, "env": {"steps": 2}}))
+    colour = model_of(from_dict({"model": model, "env": {"steps": 2}}))
     x = torch.rand(1, 1, 12, 12)
     with torch.no_grad():
         assert torch.allclose(colour(x.expand(1, 3, 12, 12)), gray(x).expand(1, 3, 12, 12), atol=1e-6)
     with pytest.raises(R3LError, match="same width"):
-        build_model(from_dict({"model": {**model, "features": 16}}))
+        model_of(from_dict({"model": {**model, "features": 16}}))

@@ -39,6 +39,11 @@ def test_warning_outside_the_training_levels(tmp_path):
     assert blind.training_sigma == (0.0, 55.0)
     assert all(blind.sigma_warning(s) is None for s in (0, 5, 30, 60))
     assert "about 70" in blind.sigma_warning(70.2, estimated=True)
+    # The checkpoint's task options hold the level (what r3l writes today); they win over the stored config.
+    arch = ArchSpec.of("r3n", channels=1, features=4, steps=1, sigma=[10.0, 20.0], noise="gaussian")
+    state = R3N(1, 4, 1).state_dict()
+    save_checkpoint(tmp_path / "c.safetensors", Checkpoint(arch, state, {"env": {"sigma": 50}}, 1, {}))
+    assert Denoiser.from_checkpoint(tmp_path / "c.safetensors", "cpu", engine="torch").training_sigma == (10.0, 20.0)
     # Third-party weights say nothing of their training level: no warning.
     unknown = Denoiser(R3N(1, 4, 1), ArchSpec.of("r3n", channels=1, features=4, steps=1), "cpu", engine="torch")
     assert unknown.sigma_warning(80) is None

@@ -210,8 +210,8 @@ def test_unreadable_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("ppo:\n  lr: .nan\n", "ppo.lr: expected a finite number"),
-    ("ppo:\n  lr:\n", "ppo.lr: expected a number, got None"),
+    ("algo:\n  lr: .nan\n", "algo.lr: expected a finite number"),
+    ("ppo:\n  lr:\n", "algo.lr: expected a number, got None"),  # a section of an older config
     ("data:\n  train: ''\n", "data.train: required"),
     ("train:\n  episodes: -3\n", "train.episodes: must be positive"),
     ("train:\n  episodes: 2.5\n", "train.episodes: expected a whole number"),

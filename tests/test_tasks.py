@@ -126,7 +126,7 @@ def test_blind_model_is_not_told_sigma():
     for name, channels in (("r3l_gray_blind", 1), ("r3l_color_blind", 3)):
         cfg = load_config(ROOT / "configs" / f"{name}.yaml")
         assert cfg.env.sigma == [0.0, 55.0] and cfg.model.channels == channels
-        net = build_network(spec_from_config(cfg))
+        net = build_network(spec_from_config(cfg.model, cfg.env))
         assert net.encoder[0].in_channels == channels
 
 
@@ -269,7 +269,7 @@ def test_pixelrl_config_and_tiled_inference(tmp_path):
 
     cfg = load_config(ROOT / "configs" / "pixelrl_gray_sigma25.yaml", ["model.features=8", "model.init=scratch"])
     assert isinstance(make_env(cfg.env), FilterDenoiseEnv)
-    spec = spec_from_config(cfg)
+    spec = spec_from_config(cfg.model, cfg.env)
     assert spec.task == "pixelrl_denoise" and spec.n_actions == 9 and spec.steps == 5
     torch.manual_seed(0)
     net = build_network(spec)

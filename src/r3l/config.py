@@ -42,6 +42,7 @@ from r3l.schema import (
     non_negative,
     parse_override,
     positive,
+    resumable,
 )
 from r3l.tasks import task_class
 
@@ -54,39 +55,39 @@ ALGO = "algo"
 @dataclass
 class TrainConfig:
     episodes: int = positive(30001)
-    log_every: int = positive(10)
-    val_every: int = positive(1000)
-    save_every: int = positive(500)
-    snapshot_every: int = non_negative(0)
+    log_every: int = positive(10, resumable=True)
+    val_every: int = positive(1000, resumable=True)
+    save_every: int = positive(500, resumable=True)
+    snapshot_every: int = non_negative(0, resumable=True)
     """Also keep the weights every this many episodes as ``snapshots/episode_NNNNNN.safetensors`` (0: never), to
     choose a checkpoint afterwards by another rule than ``best``'s mean validation PSNR."""
-    device: str = "auto"
+    device: str = resumable("auto")
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
     deterministic: bool = False
-    threads: int = non_negative(0)
+    threads: int = non_negative(0, resumable=True)
     """CPU threads for torch; 0 keeps torch's default."""
-    tensorboard: bool = True
-    progress: bool = True
-    max_bad_updates: int = positive(10)
+    tensorboard: bool = resumable(True)
+    progress: bool = resumable(True)
+    max_bad_updates: int = positive(10, resumable=True)
     """Stop after this many updates in a row were skipped for non-finite losses or gradients."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """Network arithmetic in training: ``fp32``, ``bf16`` (autocast), ``fp16`` (autocast with dynamic loss
     scaling) or ``auto`` (bf16 on GPUs that support it, fp16 on older GPUs; on a CPU, bf16 where it has bf16
     hardware, AVX512-BF16 or AMX, else fp32). Losses, log-probabilities, GAE and the optimiser always run in
     fp32."""
-    channels_last: Switch = "auto"
+    channels_last: Switch = resumable("auto")
     """``on``, ``off`` or ``auto`` (on for CUDA and AVX-512 CPUs): NHWC memory layout for the convolutions."""
     tf32: Switch = "auto"
     """``on``, ``off`` or ``auto`` (on): TF32 matrix and convolution arithmetic on NVIDIA GPUs."""
-    cudnn_benchmark: Switch = "auto"
+    cudnn_benchmark: Switch = resumable("auto")
     """``on``, ``off`` or ``auto`` (on for CUDA unless ``train.deterministic``): cuDNN autotuning; r3l's crops
     have fixed shapes, so the tuned kernels pay off at once."""
-    compile: Literal["auto", "off", "network", "all"] = "auto"
+    compile: Literal["auto", "off", "network", "all"] = resumable("auto")
     """``torch.compile``: ``off``, ``network`` (the training forward passes), ``all`` (also the PPO loss) or
     ``auto``: ``all`` for R3L on CUDA (measured 1.35–2× faster episodes, see docs/performance.md), ``off`` on
     the CPU and for the supervised baselines."""
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = \
-        "auto"
+        resumable("auto")
     """``torch.compile`` mode: ``default``, ``reduce-overhead`` (CUDA graphs), ``max-autotune``,
     ``max-autotune-no-cudagraphs`` or ``auto`` (``reduce-overhead`` on CUDA, else ``default``)."""
 
@@ -96,7 +97,7 @@ class Config:
     """A resolved experiment: the run's sections and the components' (``env``, ``model`` and ``algo``, each its
     component's dataclass; :func:`config_class` adds them)."""
 
-    name: str = "r3l"
+    name: str = resumable("r3l")
     preset: str = "default"
     seed: int = non_negative(0)
     env: Any = None

@@ -43,12 +43,13 @@ def cpu_prefers_channels_last() -> bool:
     return torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
-def resolve_compile(cfg, device: torch.device, whole_update: bool) -> tuple[str, str]:
-    """``train.compile`` and ``train.compile_mode`` with ``auto`` decided: the whole update compiled with CUDA
-    graphs on CUDA for an algorithm whose shapes are static (``whole_update``: PPO's episode, where it was
-    measured to help); eager on the CPU and for the supervised baselines."""
+def resolve_compile(train, device: torch.device, whole_update: bool) -> tuple[str, str]:
+    """``train.compile`` and ``train.compile_mode`` (``train``: the config's ``train`` section) with ``auto``
+    decided: the whole update compiled with CUDA graphs on CUDA for an algorithm whose shapes are static
+    (``whole_update``: PPO's episode, where it was measured to help); eager on the CPU and for the supervised
+    baselines."""
     cuda = device.type == "cuda"
-    what, mode = cfg.train.compile, cfg.train.compile_mode
+    what, mode = train.compile, train.compile_mode
     if what == "auto":
         what = "all" if cuda and whole_update else "off"
     if mode == "auto":
@@ -56,20 +57,21 @@ def resolve_compile(cfg, device: torch.device, whole_update: bool) -> tuple[str,
     return what, mode
 
 
-def configure_torch(cfg) -> torch.device:
-    """Apply a training config's process-wide torch settings and return its device.
+def configure_torch(train, device: torch.device | None = None) -> torch.device:
+    """Apply the process-wide torch settings of a training config's ``train`` section for ``device`` (picked from
+    ``train.device`` when not given) and return the device.
 
     ``train.threads`` (intra-op threads), ``train.deterministic`` (deterministic algorithms), cuDNN autotuning
     (``train.cudnn_benchmark``), TF32 matmuls and convolutions on CUDA (``train.tf32``), and, on CUDA with
     ``train.compile: auto`` (which may compile), dynamo falling back to eager where compilation fails (no C
     compiler for Triton, an unsupported GPU) rather than stopping the training.
     """
-    tc = cfg.train
+    tc = train
     if tc.threads:
         torch.set_num_threads(tc.threads)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True)
-    device = pick_device(tc.device)
+    device = pick_device(tc.device) if device is None else device
     cuda = device.type == "cuda"
     tune = tc.cudnn_benchmark
     torch.backends.cudnn.benchmark = tune == "on" or (tune == "auto" and cuda and not tc.deterministic)

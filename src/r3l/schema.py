@@ -18,19 +18,44 @@ import yaml
 from r3l.errors import R3LError
 
 
-def positive(default: Any) -> Any:
-    """A field that must be > 0."""
-    return field(default=default, metadata={"bound": "positive"})
+def _field(default: Any, bound: str | None, resumable: bool) -> Any:
+    metadata = {"bound": bound} if bound else {}
+    if resumable:
+        metadata["resumable"] = True
+    return field(default=default, metadata=metadata)
 
 
-def non_negative(default: Any) -> Any:
-    """A field that must be >= 0."""
-    return field(default=default, metadata={"bound": "non_negative"})
+def positive(default: Any, resumable: bool = False) -> Any:
+    """A field that must be > 0 (``resumable``: see :func:`resumable`)."""
+    return _field(default, "positive", resumable)
+
+
+def non_negative(default: Any, resumable: bool = False) -> Any:
+    """A field that must be >= 0 (``resumable``: see :func:`resumable`)."""
+    return _field(default, "non_negative", resumable)
 
 
 def unit_interval(default: Any) -> Any:
     """A field that must lie in [0, 1]."""
-    return field(default=default, metadata={"bound": "unit_interval"})
+    return _field(default, "unit_interval", False)
+
+
+def resumable(default: Any) -> Any:
+    """A field that a resumed run may change: it decides what is logged, saved and validated, where and how fast
+    the run goes, but not the sequence of its updates (:func:`resumable_keys`)."""
+    return _field(default, None, True)
+
+
+def resumable_keys(cls: type, prefix: str = "") -> set[str]:
+    """The dotted keys of a config dataclass whose fields are marked resumable, in nested dataclasses too."""
+    keys: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys |= resumable_keys(hints[f.name], prefix + f.name + ".")
+        elif f.metadata.get("resumable"):
+            keys.add(prefix + f.name)
+    return keys
 
 
 def field_rules(cls: type, prefix: str = "") -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:

@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from r3l import distributed
     from r3l.config import config_path, load_config, shipped_configs
-    from r3l.runtime import configure_torch
+    from r3l.runtime import configure_torch, pick_device
     from r3l.training.trainer import Trainer, resume_candidates
 
     if args.list_configs:
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     world = distributed.from_environment(cfg.train.device)
     trainer = None
     try:
-        configure_torch(cfg)
-        trainer = Trainer(cfg, run_dir, resume=resume, force=args.force, world=world)
+        device = configure_torch(cfg.train, pick_device(distributed.device_for(world, cfg.train.device)))
+        trainer = Trainer(cfg, run_dir, resume=resume, force=args.force, world=world, device=device)
         if world.main:
             print(f"training {cfg.name} on {trainer.describe()}", flush=True)
         if resume and world.main:

@@ -56,7 +56,7 @@ def pack_model(checkpoint: str | Path, name: str, description: str, data_root: s
     if opponent_colour:
         ckpt = _as_opponent_colour(ckpt, checkpoint)
     config = ckpt.config
-    env_sigma = config.get("env", {}).get("sigma", 25.0)
+    env_sigma = ckpt.arch.task_options.get("sigma", config.get("env", {}).get("sigma", 25.0))
     out = Path(out_dir)
     weights = out / f"{name}.safetensors"
     save_checkpoint(weights, Checkpoint(ckpt.arch, ckpt.model, config, ckpt.episode, {}))

@@ -22,9 +22,11 @@ from r3l.tasks import stored_task
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-def _training_sigma(config: dict) -> tuple[float, float] | None:
-    """``(low, high)`` of a training config's Gaussian ``env.sigma``; ``None`` for other noise models or none."""
-    env = config.get("env") if isinstance(config, dict) else None
+def _training_sigma(task_options: dict, config: dict) -> tuple[float, float] | None:
+    """``(low, high)`` of the Gaussian noise level a network was trained at: its checkpoint's task options hold it
+    (format version 3); files written before them, only their stored config's ``env``. ``None`` for other noise
+    models or none."""
+    env = task_options if "sigma" in task_options else config.get("env") if isinstance(config, dict) else None
     if not isinstance(env, dict) or env.get("noise", "gaussian") != "gaussian" or "sigma" not in env:
         return None
     sigma = env["sigma"]
@@ -149,7 +151,7 @@ class Denoiser:
         net = build_network(ckpt.arch)
         load_weights(net, ckpt, ckpt.arch, path)
         denoiser = cls(net, ckpt.arch, device, precision=precision, compile=compile, **options)
-        denoiser.training_sigma = _training_sigma(ckpt.config)
+        denoiser.training_sigma = _training_sigma(ckpt.arch.task_options, ckpt.config)
         return denoiser
 
     def sigma_warning(self, sigma: float, estimated: bool = False) -> str | None:
@@ -252,8 +254,7 @@ class Denoiser:
     def radius(self) -> int:
         """How far (in pixels) the final output at a pixel depends on the input: the receptive-field radius of
         one pass times the number of recurrent passes. Tiles overlap by this much, so tiling changes nothing."""
-        per_pass = sum(m.dilation[0] * (m.kernel_size[0] // 2) for name, m in self.net.named_modules()
-                       if isinstance(m, nn.Conv2d) and not name.startswith("value."))
+        per_pass = self.arch.entry.pass_radius(self.net)
         reach = self.env.reach if self.env is not None else 0  # pixels a transition itself reads (filters)
         return (per_pass + reach) * self.arch.steps
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from r3l.errors import R3LError
 from r3l.io.files import expand_path
 from r3l.io.images import list_images, read_native, to_channels, to_float
-from r3l.schema import non_negative, positive, unit_interval
+from r3l.schema import non_negative, positive, resumable, unit_interval
 
 #: scikit-image samples for training and for testing (disjoint), used when no data set is at hand.
 SKIMAGE_TRAIN = ("brick", "grass", "gravel", "coins", "moon", "clock", "chelsea", "rocket", "coffee",
@@ -32,7 +32,7 @@ SKIMAGE_SOURCES = {"skimage": SKIMAGE_TRAIN, "skimage-test": SKIMAGE_TEST}
 class DataConfig:
     train: str = "${R3L_DATA}/Train400"
     """A folder of training images, or ``skimage`` for scikit-image's bundled samples."""
-    val: str = "${R3L_DATA}/BSD68"
+    val: str = resumable("${R3L_DATA}/BSD68")
     """A folder of validation images, or ``skimage``; empty for none."""
     batch_size: int = positive(32)
     """The global batch: under torchrun it is split evenly over the processes (docs/distributed.md)."""
@@ -40,13 +40,13 @@ class DataConfig:
     hflip: float = unit_interval(0.5)
     rotate_prob: float = unit_interval(0.5)
     rotate_degrees: float = non_negative(10.0)
-    workers: int = non_negative(2)
-    val_sigma: float | list[float] = non_negative(0.0)
+    workers: int = non_negative(2, resumable=True)
+    val_sigma: float | list[float] = non_negative(0.0, resumable=True)
     """Noise level(s) for validation: one, or a list (the mean PSNR over them picks ``best``, and each is logged);
     0 uses the training level (the middle of a range)."""
-    val_max_images: int = non_negative(0)
+    val_max_images: int = non_negative(0, resumable=True)
     """Validate on the first N images only; 0 uses all."""
-    val_seed: int = non_negative(0)
+    val_seed: int = non_negative(0, resumable=True)
     holdout: int = non_negative(0)
     """The last N images of ``train`` (by name) are kept out of training; ``val: holdout`` validates on them,
     so that checkpoints are chosen without looking at a test set."""

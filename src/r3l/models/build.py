@@ -15,7 +15,7 @@ from r3l.io.files import expand_path
 from r3l.models.checkpoint import load_checkpoint, load_weights
 from r3l.models.ircnn import init_from_ircnn, init_from_r3n, widen_to_colour
 from r3l.models.networks import OpponentColour, init_from_dncnn
-from r3l.models.spec import build_network, spec_from_config
+from r3l.models.spec import ArchSpec, build_network
 from r3l.models.zoo import find_model
 from r3l.schema import positive
 
@@ -45,15 +45,14 @@ class InitOptions:
     encoder and head start R3L's encoder, its Gaussian policy head and the value head's hidden layers)."""
 
 
-def build_model(cfg) -> nn.Module:
-    """The network of a training config (:class:`r3l.config.Config`): its ``model`` section's architecture, with
-    the weights its :class:`InitOptions` say, for the task of its ``env`` section."""
-    net = build_network(spec_from_config(cfg))
-    m = cfg.model
+def build_model(spec: ArchSpec, m: InitOptions) -> nn.Module:
+    """The network of ``spec`` with the starting weights ``m`` says (a training config's ``model`` section holds
+    both: :func:`r3l.models.spec.spec_from_config` makes the spec of it and of the ``env`` section)."""
+    net = build_network(spec)
     # An opponent-colour model's weights are its gray network's: every init below applies to that network.
     start = net.inner if isinstance(net, OpponentColour) else net
-    head_init = getattr(m, "head_init", "kaiming")
-    action_step = getattr(cfg.env, "action_step", 1.0)
+    head_init = getattr(spec.options, "head_init", "kaiming")
+    action_step = spec.action_step
     if head_init == "residual" and m.init not in ("ircnn", "checkpoint"):
         raise R3LError("model.head_init residual needs model.init ircnn (the residual comes from IRCNN's last layer)")
     if m.init == "dncnn":

@@ -96,6 +96,17 @@ class Architecture:
     """It outputs per-pixel action logits and a value (an actor-critic) rather than an image."""
     recurrent: bool = False
     """Its inference is the task's ``steps`` passes (otherwise one)."""
+    radius: Callable[[nn.Module], int] | None = None
+    """The receptive-field radius of one inference pass of a built network, in pixels; ``None``: every convolution
+    of it in a chain (:func:`conv_radius`, never too small for stride-1 convolutions however they are wired)."""
+
+    def pass_radius(self, net: nn.Module) -> int:
+        return conv_radius(net) if self.radius is None else self.radius(net)
+
+
+def conv_radius(module: nn.Module) -> int:
+    """The receptive-field radius of ``module``'s stride-1 convolutions applied one after another."""
+    return sum(m.dilation[0] * (m.kernel_size[0] // 2) for m in module.modules() if isinstance(m, nn.Conv2d))
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -225,12 +236,12 @@ def build_network(spec: ArchSpec | dict[str, Any]) -> nn.Module:
     return spec.entry.build(spec)
 
 
-def spec_from_config(cfg) -> ArchSpec:
-    """The spec a training config describes: the model section's architecture options, the task and its
-    options (``env.*``)."""
-    options = architecture(cfg.model.name).options
-    values = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(options)}
-    return ArchSpec(cfg.model.name, options(**values), cfg.env.name, cfg.env.values())
+def spec_from_config(model, env) -> ArchSpec:
+    """The spec a training config's ``model`` and ``env`` sections describe: the architecture's options of the
+    model section, the task and its options."""
+    options = architecture(model.name).options
+    values = {f.name: getattr(model, f.name) for f in dataclasses.fields(options)}
+    return ArchSpec(model.name, options(**values), env.name, env.values())
 
 
 #: The paper's sizes of each built-in model (benchmarks time untrained networks of these shapes).
@@ -258,7 +269,8 @@ def _register_builtin() -> None:
     register_architecture("r3l", Architecture(
         lambda s: ActorCritic(s.channels, s.n_actions, s.options.features, s.options.head_init,
                               s.options.policy_form, s.action_step),
-        R3LOptions, "ppo", policy=True, recurrent=True))
+        R3LOptions, "ppo", policy=True, recurrent=True,
+        radius=lambda net: conv_radius(net.encoder) + conv_radius(net.policy)))  # inference runs no value head
     register_architecture("r3n", Architecture(_build_r3n, R3NOptions, "supervised", recurrent=True))
     register_architecture("dncnn", Architecture(lambda s: DnCNN(s.channels, s.options.features, s.options.depth),
                                                 DnCNNOptions, "supervised"))

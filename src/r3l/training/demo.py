@@ -31,8 +31,7 @@ def run_demo(out_dir: Path, episodes: int, device: str, sigma: float, progress: 
     run_dir = out_dir / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    configure_torch(cfg)
-    Trainer(cfg, run_dir).train()
+    Trainer(cfg, run_dir, device=configure_torch(cfg.train)).train()
 
     denoiser = open_denoiser(checkpoint=run_dir / "best.safetensors", device=device)
     images = load_images("skimage-test", 1)

@@ -32,7 +32,7 @@ from r3l.models.checkpoint import (
 )
 from r3l.models.spec import build_network, spec_from_config
 from r3l.runtime import cpu_prefers_channels_last, pick_device, resolve_compile
-from r3l.schema import flatten
+from r3l.schema import flatten, resumable_keys
 from r3l.tasks import make_env
 from r3l.training.logger import MetricLogger
 
@@ -47,26 +47,20 @@ def compiled(fn, what: str, mode: str):
     return torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)
 
 
-#: Keys that may change when a run is resumed: they decide what is logged, saved and validated, where and how
-#: fast it runs, but not the sequence of updates. Any other change makes the run something else than the
-#: continuation of the one it resumes, and needs ``--force``.
-RESUMABLE_CHANGES = ("name", "train.log_every", "train.val_every", "train.save_every", "train.snapshot_every",
-                     "train.device", "train.threads", "train.tensorboard", "train.progress", "train.max_bad_updates",
-                     "train.channels_last", "train.cudnn_benchmark", "train.compile", "train.compile_mode",
-                     "data.workers", "data.val", "data.val_max_images", "data.val_sigma", "data.val_seed")
-
-
 def check_resume_config(saved: dict, current: dict, path: Path, force: bool) -> None:
-    """Refuse to resume with a config that changes the run (``force``: warn for each change instead)."""
+    """Refuse to resume with a config that changes the run (``force``: warn for each change instead). The keys a
+    resumed run may change are the fields marked resumable (:func:`r3l.schema.resumable`): they decide what is
+    logged, saved and validated, where and how fast it runs, but not the sequence of updates. Any other change
+    makes the run something else than the continuation of the one it resumes."""
     # A key the saved config lacks (written by an older r3l) had its default then.
     # A key of the saved config that this run's components no longer have (an option of an older r3l's single
     # model section that this model never read, say) is not compared.
     saved = copy.deepcopy(saved)
     upgrade_sections(saved)
-    defaults = config_class(current["env"]["name"], current["model"]["name"], current["algo"]["name"])().to_dict()
-    old, new = {**flatten(defaults), **flatten(saved)}, flatten(current)
-    changed = [key for key in sorted(new)
-               if key not in RESUMABLE_CHANGES and old.get(key, "(absent)") != new.get(key, "(absent)")]
+    cls = config_class(current["env"]["name"], current["model"]["name"], current["algo"]["name"])
+    free = resumable_keys(cls)
+    old, new = {**flatten(cls().to_dict()), **flatten(saved)}, flatten(current)
+    changed = [key for key in sorted(new) if key not in free and old.get(key, "(absent)") != new.get(key, "(absent)")]
     if not changed:
         return
     diff = "; ".join(f"{key}: {old.get(key, '(absent)')!r} -> {new.get(key, '(absent)')!r}" for key in changed)
@@ -108,7 +102,7 @@ def algorithm_options(cfg: Config):
 
 def compile_plan(cfg: Config, device: torch.device) -> tuple[str, str]:
     """:func:`r3l.runtime.resolve_compile` for the configured model's algorithm."""
-    return resolve_compile(cfg, device, algorithm_class(cfg).compiles_whole_update)
+    return resolve_compile(cfg.train, device, algorithm_class(cfg).compiles_whole_update)
 
 
 class _Interval:
@@ -144,16 +138,17 @@ class Trainer:
     ``metrics.jsonl``, ``tensorboard/``): R3L with pixel-wise PPO, R3N and DnCNN with MSE."""
 
     def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
-                 world: World = SINGLE):
+                 world: World = SINGLE, device: torch.device | None = None):
         """Load the data, build (or resume) the network and its algorithm. Process-wide torch settings
         (threads, determinism, cuDNN, TF32) are :func:`r3l.runtime.configure_torch`'s, which the CLI calls.
 
         ``world`` (:func:`r3l.distributed.from_environment`) makes this one of several processes under
         ``torchrun``: each learns from its part of every global batch through DistributedDataParallel, validates
-        its share of the images, and only rank 0 writes files."""
+        its share of the images, and only rank 0 writes files. ``device``: the one the caller picked (and
+        configured) for this process; by default picked here from ``train.device``."""
         self.cfg, self.run_dir, self.world = cfg, Path(run_dir), world
         self.last_path, self.best_path = self.run_dir / "last.safetensors", self.run_dir / "best.safetensors"
-        self.device = pick_device(device_for(world, cfg.train.device))
+        self.device = device if device is not None else pick_device(device_for(world, cfg.train.device))
         if world.active:
             world.shard(cfg.data.batch_size)  # a clear error now if the batch does not split evenly
         cuda = self.device.type == "cuda"
@@ -166,7 +161,8 @@ class Trainer:
         self.val_by_sigma: dict[str, float] = {}
 
         self.env = make_env(cfg.env)
-        self.arch = spec_from_config(cfg)
+        self.arch = spec_from_config(cfg.model, cfg.env)
+        """The network's spec, built once: the network, the resumed checkpoint's check and the anchor use it."""
         self.start_episode, self.best_psnr = 0, float("-inf")
         if resume:
             path, ckpt = self._resume_checkpoint()
@@ -174,7 +170,7 @@ class Trainer:
             self.net = build_network(self.arch)
             load_weights(self.net, ckpt, self.arch, path)
         else:
-            self.net = build_model(cfg)
+            self.net = build_model(self.arch, cfg.model)
         self.net_memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.net.to(self.device, memory_format=self.net_memory_format)
         self.precision = Precision(self.device, resolve_precision(self.device, cfg.train.precision))
@@ -191,7 +187,7 @@ class Trainer:
             if getattr(self.algo, "anchor", None) is not None:  # the anchor is where the config starts
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(cfg.seed)
-                    start = build_model(cfg)
+                    start = build_model(self.arch, cfg.model)
                 self.algo.anchor_to(start.to(self.device, memory_format=self.net_memory_format))
             restore_optimizer(self.optimizer, ckpt, path)
             if self.precision.loss_scale is not None and "loss_scale" in ckpt.info:
