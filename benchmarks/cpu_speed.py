@@ -89,9 +89,9 @@ def r3l_network(ircnn: str | None) -> tuple[torch.nn.Module, object]:
     torch.manual_seed(0)
     net = build_network(spec)
     if ircnn:
-        from r3l.models.ircnn import init_from_ircnn
+        from r3l.models.ircnn import IrcnnStart
 
-        init_from_ircnn(net, ircnn, 25.0, "residual", 16.0, spec.action_step)
+        spec.entry.from_ircnn(net, ircnn, IrcnnStart(25.0, "residual", 16.0, spec.action_step))
     return net, spec
 
 

@@ -160,6 +160,35 @@ def test_a_policy_network_of_any_class_denoises_by_its_policy_logits():
         ARCHITECTURES.pop("bare", None)
 
 
+def test_a_model_starts_by_its_registry_entry_not_by_its_class(tmp_path):
+    """``model.init`` calls the functions the architecture's entry names: a registered model whose class is r3l's
+    R3N starts from a DnCNN file its own way, and an init it has no function for is refused in one line."""
+    from r3l.models.build import InitOptions, build_model
+    from r3l.models.networks import R3N
+    from r3l.models.spec import Architecture, ArchSpec, R3NOptions, register_architecture
+
+    calls = []
+
+    def own_start(net, path):
+        calls.append(path.name)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(0.5)
+
+    register_architecture("plain", Architecture(lambda s: R3N(s.channels, s.options.features, s.steps),
+                                                R3NOptions, "supervised", recurrent=True, from_dncnn=own_start))
+    try:
+        spec = ArchSpec.of("plain", features=4, steps=2)
+        net = build_model(spec, InitOptions(init="dncnn", dncnn_weights=str(tmp_path / "w.pth")))
+        assert calls == ["w.pth"] and all(bool((p == 0.5).all()) for p in net.parameters())
+        with pytest.raises(R3LError, match="config key model.init: ircnn does not apply to the model plain"):
+            build_model(spec, InitOptions(init="ircnn", ircnn_weights=str(tmp_path / "i.caffemodel")))
+        with pytest.raises(R3LError, match="model.init: dncnn does not apply to the model ircnn"):
+            build_model(ArchSpec.of("ircnn"), InitOptions(init="dncnn"))
+    finally:
+        ARCHITECTURES.pop("plain", None)
+
+
 def test_unknown_tasks_are_refused_clearly(tmp_path):
     (tmp_path / "c.yaml").write_text("env: {name: denoise}\n")
     with pytest.raises(R3LError, match="env.name: 'denoise' is not one of residual_denoise"):

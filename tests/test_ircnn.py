@@ -9,7 +9,14 @@ from r3l.cli import main
 from r3l.config import from_dict
 from r3l.errors import R3LError
 from r3l.io.images import write_image
-from r3l.models.ircnn import IRCNN, init_from_ircnn, ircnn_from_weights, load_ircnn_layers
+from r3l.models.ircnn import (
+    IRCNN,
+    IrcnnStart,
+    init_r3l_from_ircnn,
+    init_r3n_from_ircnn,
+    ircnn_from_weights,
+    load_ircnn_layers,
+)
 from r3l.models.networks import R3N, ActorCritic
 from r3l.tasks.denoise import ResidualDenoiseEnv
 
@@ -99,7 +106,7 @@ def test_damaged_and_foreign_files(tmp_path, capsys):
 @pytest.mark.parametrize("form", ["logits", "gaussian"])
 def test_residual_head_greedy_action_is_ircnn_residual(form):
     net = ActorCritic(1, 27, 64, "residual", form)
-    init_from_ircnn(net, CAFFE[25], head_init="residual", temperature=16.0)
+    init_r3l_from_ircnn(net, CAFFE[25], IrcnnStart(head_init="residual", temperature=16.0))
     ircnn = ircnn_from_weights(CAFFE[25])
     rng = np.random.default_rng(0)
     clean = torch.from_numpy(rng.random((1, 1, 40, 40), dtype=np.float32) * 0.5 + 0.25)
@@ -113,7 +120,7 @@ def test_residual_head_greedy_action_is_ircnn_residual(form):
     assert ((action == expected) | near_tie).all()
     # The logits form and the Gaussian form are the same policy at the start.
     other = ActorCritic(1, 27, 64, "residual", "logits" if form == "gaussian" else "gaussian")
-    init_from_ircnn(other, CAFFE[25], head_init="residual", temperature=16.0)
+    init_r3l_from_ircnn(other, CAFFE[25], IrcnnStart(head_init="residual", temperature=16.0))
     with torch.no_grad():
         a = torch.log_softmax(net.policy_logits(noisy), 2)
         b = torch.log_softmax(other.policy_logits(noisy), 2)
@@ -123,7 +130,7 @@ def test_residual_head_greedy_action_is_ircnn_residual(form):
 @needs_shared
 def test_r3n_residual_head_and_layers():
     net = R3N(1, 64, steps=1, head_init="residual")
-    init_from_ircnn(net, CAFFE[25], head_init="residual")
+    init_r3n_from_ircnn(net, CAFFE[25], IrcnnStart(head_init="residual"))
     ircnn = ircnn_from_weights(CAFFE[25])
     noisy = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
@@ -181,8 +188,8 @@ def test_ircnn_module_predicts_noise():
 @needs_shared
 def test_head_gain_scales_the_initial_residual():
     full, part = ActorCritic(1, 27, 64, "residual", "gaussian"), ActorCritic(1, 27, 64, "residual", "gaussian")
-    init_from_ircnn(full, CAFFE[25], temperature=1.0)
-    init_from_ircnn(part, CAFFE[25], temperature=1.0, gain=0.4)
+    init_r3l_from_ircnn(full, CAFFE[25], IrcnnStart(temperature=1.0))
+    init_r3l_from_ircnn(part, CAFFE[25], IrcnnStart(temperature=1.0, gain=0.4))
     noisy = torch.rand(1, 1, 24, 24)
     with torch.no_grad():
         r_full = full.policy[:](full.encoder(noisy))

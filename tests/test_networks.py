@@ -10,7 +10,9 @@ from r3l.models.networks import (
     ActorCritic,
     DnCNN,
     dncnn_from_weights,
-    init_from_dncnn,
+    init_dncnn_from_dncnn,
+    init_r3l_from_dncnn,
+    init_r3n_from_dncnn,
 )
 
 
@@ -47,7 +49,7 @@ def test_dncnn_mapping_copies_exactly_the_right_tensors():
     state = torch.load(DNCNN_WEIGHTS, weights_only=True)
     net = ActorCritic(1, 27, 64)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    init_from_dncnn(net, DNCNN_WEIGHTS)
+    init_r3l_from_dncnn(net, DNCNN_WEIGHTS)
     after = net.state_dict()
     copied = set()
     for ours, theirs in DNCNN_TO_ACTOR_CRITIC.items():
@@ -72,7 +74,7 @@ def test_dncnn_weights_load_into_plain_dncnn():
 @needs_shared
 def test_dncnn_mapping_rejects_wrong_width():
     with pytest.raises(R3LError, match="model.features must be 64"):
-        init_from_dncnn(ActorCritic(1, 27, 32), DNCNN_WEIGHTS)
+        init_r3l_from_dncnn(ActorCritic(1, 27, 32), DNCNN_WEIGHTS)
 
 
 def test_dncnn_file_errors(tmp_path):
@@ -92,11 +94,11 @@ def test_dncnn_file_errors(tmp_path):
 def test_r3n_and_dncnn_initialisation_from_kair():
     state = torch.load(DNCNN_WEIGHTS, weights_only=True)
     r3n = R3N(1, 64)
-    init_from_dncnn(r3n, DNCNN_WEIGHTS)
+    init_r3n_from_dncnn(r3n, DNCNN_WEIGHTS)
     for ours, theirs in DNCNN_TO_R3N.items():
         assert torch.equal(r3n.state_dict()[f"{ours}.weight"], state[f"{theirs}.weight"])
     dncnn = DnCNN(1, 64, 17)
-    init_from_dncnn(dncnn, DNCNN_WEIGHTS)
+    init_dncnn_from_dncnn(dncnn, DNCNN_WEIGHTS)
     assert all(torch.equal(dncnn.state_dict()[k], state[k]) for k in state)
     with pytest.raises(R3LError, match="17-layer DnCNN"):
-        init_from_dncnn(DnCNN(1, 64, 9), DNCNN_WEIGHTS)
+        init_dncnn_from_dncnn(DnCNN(1, 64, 9), DNCNN_WEIGHTS)

@@ -80,7 +80,12 @@ def test_pack_a_gray_r3n_as_a_colour_model(tmp_path, capsys):
     capsys.readouterr()
     colour = tmp_path / "models" / "tiny-colour.safetensors"
     assert main(args[:3] + [str(colour)] + args[4:5] + ["tiny-again"] + args[6:]) == 2
-    assert "made from a gray R3N" in capsys.readouterr().err
+    assert "made from a gray checkpoint" in capsys.readouterr().err
+    # The colour form is R3N's option: a policy checkpoint is refused by what its options lack, in one line.
+    policy = ArchSpec.of("r3l", features=4, n_actions=9, steps=2)
+    save_checkpoint(tmp_path / "p.safetensors", Checkpoint(policy, build_network(policy).state_dict(), {}, 1, {}))
+    assert main(args[:3] + [str(tmp_path / "p.safetensors")] + args[4:5] + ["tiny-policy"] + args[6:]) == 2
+    assert "colour_space option" in capsys.readouterr().err
 
 
 def test_an_opponent_colour_r3n_trains_from_a_gray_checkpoint(tmp_path):

@@ -33,10 +33,11 @@ def subset_psnr(card: ModelCard, data_root: str | Path | None = None, device: st
 
 
 def _as_opponent_colour(ckpt, path):
-    """A gray R3N checkpoint as the colour model :class:`~r3l.models.networks.OpponentColour` of it."""
-    if ckpt.arch.name != "r3n" or ckpt.arch.channels != 1 or ckpt.arch.options.colour_space:
-        raise R3LError(f"{path}: an opponent-colour model is made from a gray R3N checkpoint; this one is "
-                       f"{ckpt.arch.describe()}")
+    """A gray checkpoint as the colour model :class:`~r3l.models.networks.OpponentColour` of it, for a model whose
+    options have a ``colour_space`` (R3N's)."""
+    if not hasattr(ckpt.arch.options, "colour_space") or ckpt.arch.channels != 1 or ckpt.arch.options.colour_space:
+        raise R3LError(f"{path}: an opponent-colour model is made from a gray checkpoint of a model with a "
+                       f"colour_space option (r3n); this one is {ckpt.arch.describe()}")
     arch = replace(ckpt.arch, options=replace(ckpt.arch.options, channels=3, colour_space="opponent"))
     config = {**ckpt.config, "colour": "the gray network in an opponent colour space, each channel denoised as a "
                                       "gray image (no colour training)"}

@@ -45,8 +45,7 @@ OTHER_LIMIT = 32.0
 def step_maps(denoiser: Denoiser, states: list[np.ndarray]) -> list[np.ndarray]:
     """The change each pixel's action made at each step, as ``(H, W, 3)`` colour maps in [0, 1]: saturated at
     the largest residual for R3L, at ±32 levels for other tasks (a filter's change has no fixed bound)."""
-    env = denoiser.env
-    limit = (env.n_actions // 2) * env.action_step if hasattr(env, "residual") else OTHER_LIMIT
+    limit = denoiser.env.step_limit() or OTHER_LIMIT
     return [residual_colours((states[t] - states[t - 1]).mean(axis=0) * 255.0, limit)
             for t in range(1, len(states))]
 

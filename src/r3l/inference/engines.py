@@ -39,7 +39,6 @@ from r3l.errors import R3LError
 from r3l.inference.export import ONNX_OPSET, export_onnx, onnx_session
 from r3l.inference.program import InferenceProgram
 from r3l.io.files import atomic_write_bytes
-from r3l.tasks.denoise import ResidualDenoiseEnv
 
 ENGINES = ("auto", "torch", "onnxruntime")
 ENGINE_VARIABLE = "R3L_ENGINE"
@@ -79,7 +78,7 @@ def onnxruntime_refusal(program: InferenceProgram, device: torch.device, precisi
         return f"precision {precision} is PyTorch's autocast (onnxruntime runs fp32)"
     if compiled:
         return "torch.compile is PyTorch's"
-    if program.policy and not isinstance(program.env, ResidualDenoiseEnv):
+    if program.policy and not program.env.residual_actions:
         return f"the export covers R3L's residual actions, not the {task or type(program.env).__name__} task's"
     return onnxruntime_missing()
 

@@ -22,7 +22,6 @@ import torch
 from r3l.errors import R3LError
 from r3l.inference.program import InferenceProgram
 from r3l.io.files import atomic_path
-from r3l.tasks.denoise import ResidualDenoiseEnv
 
 ONNX_OPSET = 18
 """The opset of exported ONNX files (PyTorch's exporter writes 18 or later; onnxruntime runs it from 1.14)."""
@@ -43,7 +42,7 @@ def _example(program: InferenceProgram, size: tuple[int, int]) -> torch.Tensor:
 
 def _exportable(program: InferenceProgram) -> InferenceProgram:
     """``program`` on the CPU in float32, refused if its task's actions are not residuals."""
-    if program.policy and not isinstance(program.env, ResidualDenoiseEnv):
+    if program.policy and not program.env.residual_actions:
         raise R3LError(f"export covers R3L's residual actions; this policy's task is {type(program.env).__name__} "
                        "(run it with r3l denoise instead)")
     return program.to("cpu", torch.float32).eval()

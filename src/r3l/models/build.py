@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from torch import nn
 
 from r3l.errors import R3LError
 from r3l.io.files import expand_path
 from r3l.models.checkpoint import load_checkpoint, load_weights
-from r3l.models.ircnn import init_from_ircnn, init_from_r3n, widen_to_colour
-from r3l.models.networks import OpponentColour, init_from_dncnn
+from r3l.models.ircnn import IrcnnStart
+from r3l.models.networks import OpponentColour
 from r3l.models.spec import ArchSpec, build_network
 from r3l.models.zoo import find_model
 from r3l.schema import positive
@@ -51,15 +51,15 @@ def build_model(spec: ArchSpec, m: InitOptions) -> nn.Module:
     net = build_network(spec)
     # An opponent-colour model's weights are its gray network's: every init below applies to that network.
     start = net.inner if isinstance(net, OpponentColour) else net
+    entry = spec.entry
     head_init = getattr(spec.options, "head_init", "kaiming")
-    action_step = spec.action_step
     if head_init == "residual" and m.init not in ("ircnn", "checkpoint"):
         raise R3LError("model.head_init residual needs model.init ircnn (the residual comes from IRCNN's last layer)")
     if m.init == "dncnn":
-        init_from_dncnn(start, expand_path(m.dncnn_weights, "model.dncnn_weights"))
+        _starter(entry.from_dncnn, m.init, spec)(start, expand_path(m.dncnn_weights, "model.dncnn_weights"))
     elif m.init == "ircnn":
-        init_from_ircnn(start, expand_path(m.ircnn_weights, "model.ircnn_weights"), m.ircnn_sigma, head_init,
-                        m.head_temperature, action_step, m.head_gain)
+        how = IrcnnStart(m.ircnn_sigma, head_init, m.head_temperature, spec.action_step, m.head_gain)
+        _starter(entry.from_ircnn, m.init, spec)(start, expand_path(m.ircnn_weights, "model.ircnn_weights"), how)
     elif m.init == "checkpoint":
         if not m.init_checkpoint:
             raise R3LError("model.init checkpoint needs model.init_checkpoint (an r3l checkpoint to start from)")
@@ -69,11 +69,17 @@ def build_model(spec: ArchSpec, m: InitOptions) -> nn.Module:
         load_weights(source, ckpt, ckpt.arch, path)
         if _same_shape(source, start):  # the same network (perhaps clipped otherwise): continue from its weights
             start.load_state_dict(source.state_dict())
-        elif getattr(source, "channels", None) == 1 and getattr(start, "channels", None) == 3:
-            widen_to_colour(start, source)
         else:
-            init_from_r3n(start, source, m.head_temperature, action_step)
+            _starter(entry.from_network, f"{m.init} ({path} holds {ckpt.arch.name})", spec)(
+                start, source, ckpt.arch.name, m.head_temperature, spec.action_step)
     return net
+
+
+def _starter(function: Callable | None, init: str, spec: ArchSpec) -> Callable:
+    """The registry entry's function for ``model.init``, or a one-line error when the model has none."""
+    if function is None:
+        raise R3LError(f"config key model.init: {init} does not apply to the model {spec.name}")
+    return function
 
 
 def checkpoint_path(value: str) -> Path:

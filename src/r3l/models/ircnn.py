@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -250,65 +251,87 @@ def residual_logits_layer(weight: torch.Tensor, bias: torch.Tensor, n_actions: i
     return new_w.float(), new_b.float()
 
 
-def init_from_ircnn(net: nn.Module, path: str | Path, sigma: float = 25.0, head_init: str = "residual",
-                    temperature: float = 16.0, action_step: float = 1.0, gain: float = 1.0) -> None:
-    """Initialise R3L's actor-critic, R3N or an :class:`IRCNN` from IRCNN's weights.
+@dataclass(frozen=True)
+class IrcnnStart:
+    """How a network starts from IRCNN's weights (``model.init: ircnn``; the ``model`` section's options)."""
 
-    The encoder gets IRCNN's layers 1–4 and each head its layers 5–6 (same dilations, so no kernel lands in a
-    layer it was not trained for). The last layers:
+    sigma: float = 25.0
+    """The noise level of the IRCNN model to take from KAIR's multi-level file."""
+    head_init: str = "residual"
+    """``residual``: the last layer is set from IRCNN's, so that a step is IRCNN's residual; otherwise the last
+    layer keeps its own initialisation."""
+    temperature: float = 16.0
+    """R3L, ``residual``: the initial policy is a discretised Gaussian of this variance (gray levels²)."""
+    action_step: float = 1.0
+    """R3L: the gray levels between two actions."""
+    gain: float = 1.0
+    """``residual``: the residual each step starts with, as a fraction of IRCNN's."""
 
-    - R3L's policy, ``head_init: residual``: :func:`residual_logits_layer` (greedy action = IRCNN's residual);
-      otherwise it keeps its own initialisation (``kaiming``/``small``), as does the value head's last layer.
-    - R3N, ``residual``: IRCNN's last layer negated, so ``tanh(f(I)) ≈ −noise`` (tanh is near-linear there).
 
-    ``gain`` scales the residual the last layer starts with (``head_gain``: a fraction of IRCNN's residual per step).
-    """
-    from r3l.models.networks import R3N, ActorCritic
+def init_ircnn_from_ircnn(net: IRCNN, path: str | Path, start: IrcnnStart = IrcnnStart()) -> None:
+    """``model.init: ircnn`` for an :class:`IRCNN`: all its layers, which must have the file's shape."""
+    source = ircnn_from_weights(path, start.sigma)
+    if source.channels != net.channels or source.features != net.features:
+        raise R3LError(f"{path}: holds an IRCNN of {source.features} features for {source.channels} channel(s); "
+                       f"the model has {net.features} for {net.channels}")
+    net.load_state_dict(source.state_dict())
 
-    layers = load_ircnn_layers(path, sigma)
-    if isinstance(net, IRCNN):
-        source = ircnn_from_weights(path, sigma)
-        if source.channels != net.channels or source.features != net.features:
-            raise R3LError(f"{path}: holds an IRCNN of {source.features} features for {source.channels} channel(s); "
-                           f"the model has {net.features} for {net.channels}")
-        net.load_state_dict(source.state_dict())
-        return
+
+def init_r3l_from_ircnn(net: nn.Module, path: str | Path, start: IrcnnStart = IrcnnStart()) -> None:
+    """``model.init: ircnn`` for R3L's actor-critic: the encoder gets IRCNN's layers 1–4 and each head its layers
+    5–6 (same dilations, so no kernel lands in a layer it was not trained for). With ``head_init: residual`` the
+    policy's last layer is :func:`residual_logits_layer` of IRCNN's (greedy action = IRCNN's residual), or for
+    the Gaussian form IRCNN's last layer negated; otherwise it keeps its own initialisation, as does the value
+    head's last layer."""
+    layers = _ircnn_body(net, path, start, [net.policy, net.value])
+    if start.head_init == "residual":
+        w, b = start.gain * layers[6][0], start.gain * layers[6][1]
+        with torch.no_grad():
+            if net.policy_form == "gaussian":  # the head outputs the residual itself
+                _put(net.policy[-1], (-w, -b))
+                net.log_temperature.fill_(math.log(start.temperature))
+            else:
+                _put(net.policy[-1],
+                     residual_logits_layer(w, b, net.n_actions, start.action_step, start.temperature))
+
+
+def init_r3n_from_ircnn(net: nn.Module, path: str | Path, start: IrcnnStart = IrcnnStart()) -> None:
+    """``model.init: ircnn`` for R3N: the encoder gets IRCNN's layers 1–4 and the head its layers 5–6; with
+    ``head_init: residual`` the last layer is IRCNN's negated, so ``tanh(f(I)) ≈ −noise`` (tanh is near-linear
+    there)."""
+    layers = _ircnn_body(net, path, start, [net.head])
+    if start.head_init == "residual":
+        with torch.no_grad():
+            _put(net.head[-1], (-start.gain * layers[6][0], -start.gain * layers[6][1]))
+
+
+def _ircnn_body(net: nn.Module, path: str | Path, start: IrcnnStart,
+                heads: list[nn.Sequential]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """IRCNN's layers 1–4 into ``net.encoder`` and 5–6 into each head's first two convolutions; its seven layers."""
+    layers = load_ircnn_layers(path, start.sigma)
     channels, features = layers[0][0].shape[1], layers[0][0].shape[0]
     if getattr(net, "channels", None) != channels or getattr(net, "features", None) != features:
         raise R3LError(f"{path}: IRCNN's weights are for {channels} channel(s) and {features} features; the model "
                        f"has {getattr(net, 'channels', '?')} and {getattr(net, 'features', '?')} "
                        f"(model.channels must be {channels}, model.features {features})")
-    if isinstance(net, ActorCritic):
-        heads = [net.policy, net.value]
-    elif isinstance(net, R3N):
-        heads = [net.head]
-    else:
-        raise R3LError(f"model.init ircnn applies to r3l, r3n and pixelRL policies, not to {type(net).__name__}")
-
-    def put(conv: nn.Conv2d, wb: tuple[torch.Tensor, torch.Tensor]) -> None:
-        conv.weight.copy_(wb[0])
-        conv.bias.copy_(wb[1])
-
     with torch.no_grad():
         for i in range(4):
-            put(net.encoder[2 * i], layers[i])
+            _put(net.encoder[2 * i], layers[i])
         for head in heads:
-            put(head[0], layers[4])
-            put(head[2], layers[5])
-        if head_init == "residual":
-            w, b = gain * layers[6][0], gain * layers[6][1]
-            if isinstance(net, R3N):
-                put(net.head[-1], (-w, -b))
-            else:
-                if net.policy_form == "gaussian":  # the head outputs the residual itself
-                    put(net.policy[-1], (-w, -b))
-                    net.log_temperature.fill_(math.log(temperature))
-                else:
-                    put(net.policy[-1], residual_logits_layer(w, b, net.n_actions, action_step, temperature))
+            _put(head[0], layers[4])
+            _put(head[2], layers[5])
+    return layers
 
 
-def init_from_r3n(net: nn.Module, source: nn.Module, temperature: float = 1.0, action_step: float = 1.0) -> None:
-    """Start R3L's actor-critic from a trained R3N (best one trained with ``max_step`` = R3L's action range).
+def _put(conv: nn.Conv2d, wb: tuple[torch.Tensor, torch.Tensor]) -> None:
+    conv.weight.copy_(wb[0])
+    conv.bias.copy_(wb[1])
+
+
+def init_r3l_from_network(net: nn.Module, source: nn.Module, source_model: str, temperature: float = 1.0,
+                          action_step: float = 1.0) -> None:
+    """``model.init: checkpoint`` for R3L's actor-critic from another architecture's network: a trained R3N (best
+    one trained with ``max_step`` = R3L's action range; ``source_model`` is its registry name).
 
     R3N's step ``tanh(f(I))`` is near-linear over ±13 levels (tanh(13/255) is 0.1% below 13/255), so the
     policy's greedy action starts as R3N's step rounded to a gray level: the encoder and the head's hidden
@@ -316,10 +339,9 @@ def init_from_r3n(net: nn.Module, source: nn.Module, temperature: float = 1.0, a
     Gaussian policy's residual output (or, for the ``logits`` form, :func:`residual_logits_layer` of it). The
     value head's last layer keeps its own initialisation.
     """
-    from r3l.models.networks import R3N, ActorCritic
-
-    if not isinstance(net, ActorCritic) or not isinstance(source, R3N):
-        raise R3LError("model.init checkpoint starts an r3l policy from an r3n checkpoint")
+    if source_model != "r3n":
+        raise R3LError(f"model.init checkpoint starts an r3l policy from an r3n checkpoint; this one holds "
+                       f"{source_model}")
     if (source.channels, source.features) != (net.channels, net.features):
         raise R3LError(f"the R3N checkpoint has {source.channels} channel(s) and {source.features} features; the "
                        f"model has {net.channels} and {net.features}")
@@ -339,14 +361,23 @@ def init_from_r3n(net: nn.Module, source: nn.Module, temperature: float = 1.0, a
             net.policy[-1].bias.copy_(new_b)
 
 
+def init_r3n_from_network(net: nn.Module, source: nn.Module, source_model: str, temperature: float = 1.0,
+                          action_step: float = 1.0) -> None:
+    """``model.init: checkpoint`` for R3N from a network of another shape: a gray R3N widened to colour
+    (:func:`widen_to_colour`)."""
+    if source_model != "r3n" or (source.channels, net.channels) != (1, 3) or source.features != net.features:
+        held = (f"{source.channels} channel(s) and {source.features} features" if source_model == "r3n"
+                else source_model)
+        raise R3LError(f"model.init checkpoint: an r3n continues from an r3n checkpoint of its shape, or widens a "
+                       f"gray one of the same width to colour; the checkpoint holds {held}, the model has "
+                       f"{net.channels} channel(s) and {net.features} features")
+    widen_to_colour(net, source)
+
+
 def widen_to_colour(net: nn.Module, source: nn.Module) -> None:
     """Start a colour R3N from a gray one: the first convolution reads the mean of the three channels (the gray
     kernel divided by 3 on each), the last writes the gray residual to each channel, every other layer is copied.
     The start removes the noise the channels share; learning the rest is left to training."""
-    from r3l.models.networks import R3N
-
-    if not isinstance(net, R3N) or not isinstance(source, R3N):
-        raise R3LError("a colour model starts from a gray checkpoint only for r3n (model.name r3n, both)")
     if (source.channels, net.channels) != (1, 3) or source.features != net.features:
         raise R3LError(f"a colour model starts from a gray one of the same width: the checkpoint has "
                        f"{source.channels} channel(s) and {source.features} features, the model {net.channels} "

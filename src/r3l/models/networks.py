@@ -291,20 +291,27 @@ def dncnn_from_weights(path: str | Path) -> DnCNN:
     return net
 
 
-def init_from_dncnn(net: nn.Module, path: str | Path) -> None:
-    """Initialise ``net`` from KAIR's DnCNN weights.
+def init_dncnn_from_dncnn(net: DnCNN, path: str | Path) -> None:
+    """``model.init: dncnn`` for a :class:`DnCNN`: all of KAIR's weights, which must form a network of its shape."""
+    source = dncnn_from_weights(path)
+    if source.state_dict().keys() != net.state_dict().keys() or source.channels != net.channels:
+        raise R3LError(f"{path}: holds a {source.depth}-layer DnCNN for {source.channels} channel(s); "
+                       f"the model is {net.depth} layers for {net.channels}")
+    net.load_state_dict(source.state_dict())
 
-    R3L's actor-critic and R3N get the middle DnCNN convolutions as the original code does (spec,
-    "Initialisation"); a DnCNN of the same shape gets all of them.
-    """
-    if isinstance(net, DnCNN):
-        source = dncnn_from_weights(path)
-        if source.state_dict().keys() != net.state_dict().keys() or source.channels != net.channels:
-            raise R3LError(f"{path}: holds a {source.depth}-layer DnCNN for {source.channels} channel(s); "
-                           f"the model is {net.depth} layers for {net.channels}")
-        net.load_state_dict(source.state_dict())
-        return
-    mapping = DNCNN_TO_R3N if isinstance(net, R3N) else DNCNN_TO_ACTOR_CRITIC
+
+def init_r3l_from_dncnn(net: ActorCritic, path: str | Path) -> None:
+    """``model.init: dncnn`` for R3L's actor-critic: the middle DnCNN convolutions, as the original code does
+    (spec, "Initialisation"; :data:`DNCNN_TO_ACTOR_CRITIC`)."""
+    _copy_dncnn_layers(net, path, DNCNN_TO_ACTOR_CRITIC)
+
+
+def init_r3n_from_dncnn(net: R3N, path: str | Path) -> None:
+    """``model.init: dncnn`` for R3N: the DnCNN convolutions of :data:`DNCNN_TO_R3N`."""
+    _copy_dncnn_layers(net, path, DNCNN_TO_R3N)
+
+
+def _copy_dncnn_layers(net: nn.Module, path: str | Path, mapping: dict[str, str]) -> None:
     state = load_dncnn_state(path)
     params = dict(net.named_parameters())
     with torch.no_grad():

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from torch import nn
 
 from r3l.errors import R3LError
 from r3l.schema import build_checked, non_negative, positive
 from r3l.tasks.base import TaskOptions
+
+if TYPE_CHECKING:
+    from r3l.models.ircnn import IrcnnStart
 
 HeadInit = Literal["kaiming", "small", "residual"]
 
@@ -99,6 +103,15 @@ class Architecture:
     radius: Callable[[nn.Module], int] | None = None
     """The receptive-field radius of one inference pass of a built network, in pixels; ``None``: every convolution
     of it in a chain (:func:`conv_radius`, never too small for stride-1 convolutions however they are wired)."""
+
+    from_dncnn: Callable[[nn.Module, Path], None] | None = None
+    """``model.init: dncnn``: give a built network its layers from KAIR's DnCNN weights (the file's path)."""
+    from_ircnn: Callable[[nn.Module, Path, IrcnnStart], None] | None = None
+    """``model.init: ircnn``: give a built network its layers from IRCNN's weights (the file's path and how)."""
+    from_network: Callable[[nn.Module, nn.Module, str, float, float], None] | None = None
+    """``model.init: checkpoint`` from a network that does not fit as it is (another architecture, or another
+    shape of this one): ``(network, source network, the source's architecture name, head_temperature,
+    action_step)``. A checkpoint of the same shape is always loaded as it is."""
 
     def pass_radius(self, net: nn.Module) -> int:
         return conv_radius(net) if self.radius is None else self.radius(net)
@@ -263,19 +276,24 @@ def _build_r3n(s: ArchSpec) -> nn.Module:
 
 
 def _register_builtin() -> None:
-    from r3l.models.ircnn import IRCNN
-    from r3l.models.networks import ActorCritic, DnCNN
+    from r3l.models import ircnn as ir
+    from r3l.models import networks as nw
 
     register_architecture("r3l", Architecture(
-        lambda s: ActorCritic(s.channels, s.n_actions, s.options.features, s.options.head_init,
-                              s.options.policy_form, s.action_step),
+        lambda s: nw.ActorCritic(s.channels, s.n_actions, s.options.features, s.options.head_init,
+                                 s.options.policy_form, s.action_step),
         R3LOptions, "ppo", policy=True, recurrent=True,
-        radius=lambda net: conv_radius(net.encoder) + conv_radius(net.policy)))  # inference runs no value head
-    register_architecture("r3n", Architecture(_build_r3n, R3NOptions, "supervised", recurrent=True))
-    register_architecture("dncnn", Architecture(lambda s: DnCNN(s.channels, s.options.features, s.options.depth),
-                                                DnCNNOptions, "supervised"))
-    register_architecture("ircnn", Architecture(lambda s: IRCNN(s.channels, s.options.features), ArchOptions,
-                                                "supervised"))
+        radius=lambda net: conv_radius(net.encoder) + conv_radius(net.policy),  # inference runs no value head
+        from_dncnn=nw.init_r3l_from_dncnn, from_ircnn=ir.init_r3l_from_ircnn, from_network=ir.init_r3l_from_network))
+    register_architecture("r3n", Architecture(
+        _build_r3n, R3NOptions, "supervised", recurrent=True,
+        from_dncnn=nw.init_r3n_from_dncnn, from_ircnn=ir.init_r3n_from_ircnn, from_network=ir.init_r3n_from_network))
+    register_architecture("dncnn", Architecture(
+        lambda s: nw.DnCNN(s.channels, s.options.features, s.options.depth), DnCNNOptions, "supervised",
+        from_dncnn=nw.init_dncnn_from_dncnn))
+    register_architecture("ircnn", Architecture(
+        lambda s: ir.IRCNN(s.channels, s.options.features), ArchOptions, "supervised",
+        from_ircnn=ir.init_ircnn_from_ircnn))
 
 
 _register_builtin()

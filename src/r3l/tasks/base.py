@@ -68,7 +68,8 @@ class BatchImageEnv(ABC):
     """How many pixels away :meth:`transition` reads (a 5×5 filter: 2); tiled inference widens its margins by it."""
     residual_actions: ClassVar[bool] = False
     """Whether an action adds a residual to the pixel, so that a policy head can start from a denoiser's residual
-    (``model.head_init: residual``)."""
+    (``model.head_init: residual``), and the ONNX export (``r3l export``, the onnxruntime engine) covers its
+    policy."""
 
     @classmethod
     def from_config(cls, options: TaskOptions) -> "BatchImageEnv":
@@ -112,6 +113,11 @@ class BatchImageEnv(ABC):
         """The level :meth:`test_input` gets in validation when the config names none (``data.val_sigma`` 0):
         by default 0, which a task without levels ignores."""
         return 0.0
+
+    def step_limit(self) -> float | None:
+        """The largest change one step can make to a pixel, in gray levels (0–255), or ``None`` when a step's
+        change has no fixed bound (a filter's): the scale of ``r3l denoise --explain``'s step maps."""
+        return None
 
     def candidates(self, state: torch.Tensor) -> torch.Tensor | None:
         """The next state under every action, ``(B, C, A, H, W)``, or ``None`` if the task does not enumerate

@@ -147,6 +147,9 @@ class ResidualDenoiseEnv(DenoiseEnv):
         """The [0, 1]-scale residual each action adds."""
         return (actions.to(dtype) - (self.n_actions // 2)) * (self.action_step / 255.0)
 
+    def step_limit(self) -> float:
+        return (self.n_actions // 2) * self.action_step
+
     def transition(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return state + self.residual(actions, state.dtype)
 
