@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import DNCNN_WEIGHTS, needs_shared, one_error, train_tiny
 from r3l.cli import main
 from r3l.errors import R3LError, R3LWarning
-from r3l.inference.denoiser import Denoiser
+from r3l.inference.denoiser import Denoiser, open_denoiser
 from r3l.io.images import read_image, read_image_with_alpha, write_image
 from r3l.models.checkpoint import load_checkpoint
 
@@ -256,6 +256,14 @@ def test_contradictory_model_arguments(run, tmp_path, capsys):
     one_error(code, err, "either --checkpoint", "not both")
     code, _, err = cli(capsys, "eval", "--weights", "w.pth", "--data", run / "test")
     one_error(code, err, "--weights FILE needs --model dncnn, --model ircnn or --model pixelrl")
+    # open_denoiser is the one place that checks: the same line from denoise (weights alone), export and the API.
+    code, _, err = cli(capsys, "denoise", "--weights", "w.pth", run / "test" / "t0.png", "-o", tmp_path / "z.png")
+    one_error(code, err, "--weights FILE needs --model dncnn, --model ircnn or --model pixelrl")
+    assert not (tmp_path / "z.png").exists()
+    code, _, err = cli(capsys, "export", "--model", "dncnn", "--onnx", tmp_path / "m.onnx")
+    one_error(code, err, "--model dncnn needs --weights PATH")
+    with pytest.raises(R3LError, match="--decode expected applies to R3L policies, not to --model ircnn"):
+        open_denoiser(model="ircnn", weights="w.caffemodel", decoding="expected")
 
 
 # 10. checkpoint headers

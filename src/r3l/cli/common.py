@@ -65,31 +65,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="say what each model runs on (engine, precision, memory layout, threads)")
 
 
-#: Of the third-party networks (:data:`r3l.inference.denoiser.WEIGHT_FORMATS`), the ones that are policies (``--decode``
-#: applies).
-POLICY_WEIGHT_MODELS = ("pixelrl",)
-
-
-def check_model_args(args: argparse.Namespace) -> None:
-    """Refuse contradictory model arguments before anything is loaded."""
-    from r3l.inference.denoiser import WEIGHT_FORMATS
-
-    if args.checkpoint and (args.model or args.weights):
-        raise R3LError("give either --checkpoint CKPT or --model NAME, not both")
-    if args.weights and args.model not in WEIGHT_FORMATS:
-        raise R3LError("--weights FILE needs --model dncnn, --model ircnn or --model pixelrl")
-    if args.model in WEIGHT_FORMATS and not args.weights:
-        raise R3LError(f"--model {args.model} needs --weights PATH ({WEIGHT_FORMATS[args.model]})")
-    if args.decode != "greedy" and args.model in WEIGHT_FORMATS and args.model not in POLICY_WEIGHT_MODELS:
-        raise R3LError(f"--decode {args.decode} applies to R3L policies, not to --model {args.model}")
-
-
 def load_denoiser(args: argparse.Namespace, channels: int = 1):
     """--checkpoint, a third-party network (--model dncnn/ircnn/pixelrl --weights), or a registry model (--model
-    NAME; without one, the default model for images of ``channels`` channels)."""
+    NAME; without one, the default model for images of ``channels`` channels); ``open_denoiser`` checks them."""
     from r3l.inference.denoiser import open_denoiser
 
-    check_model_args(args)
     options = {"precision": args.precision, "compile": args.compile, "self_ensemble": args.self_ensemble,
                "engine": getattr(args, "engine", "torch"), "decoding": args.decode}  # `r3l export`: no --engine
     denoiser = open_denoiser(args.checkpoint, args.model, args.weights, channels,

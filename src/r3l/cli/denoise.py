@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from r3l.cli.common import add_model_args, check_model_args, load_denoiser
+from r3l.cli.common import add_model_args, load_denoiser
 from r3l.errors import R3LError, warn
 
 
@@ -47,7 +47,7 @@ class _Denoisers:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.fixed = bool(args.checkpoint or args.model)
+        self.fixed = bool(args.checkpoint or args.model or args.weights)  # (weights alone: open_denoiser refuses)
         self.loaded: dict[str, object] = {}
         self.names: dict[int, str] = {}
         """The default model's name per channel count (the registry is read once for each)."""
@@ -192,7 +192,6 @@ def _strength(args: argparse.Namespace, denoiser, image, src) -> float:
 def run(args: argparse.Namespace) -> int:
     from r3l.io.images import output_bits, read_image_with_alpha, write_image
 
-    check_model_args(args)
     pairs = _outputs(args)
     explain_dirs = _explain_dirs(args, pairs)
     denoisers = _Denoisers(args)

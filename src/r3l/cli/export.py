@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from r3l.cli.common import check_model_args, load_denoiser
+from r3l.cli.common import load_denoiser
 from r3l.errors import R3LError
 
 
@@ -36,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
         raise R3LError("give one of --onnx OUT.onnx or --pt2 OUT.pt2")
     if args.steps is not None and args.steps < 1:
         raise R3LError(f"--steps {args.steps}: expected a positive whole number")
-    check_model_args(args)
     args.device, args.precision, args.compile = "cpu", "fp32", False
     denoiser = load_denoiser(args)
     size = tuple(args.size)

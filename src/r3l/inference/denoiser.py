@@ -402,6 +402,24 @@ WEIGHT_FORMATS = {
 }
 
 
+#: Of :data:`WEIGHT_FORMATS`, the networks that are policies (a decoding other than greedy applies).
+POLICY_WEIGHT_MODELS = ("pixelrl",)
+
+
+def check_model_choice(checkpoint: str | Path | None = None, model: str | None = None,
+                       weights: str | Path | None = None, decoding: str = "greedy") -> None:
+    """Refuse contradictory model arguments of :func:`open_denoiser` before anything is loaded (each message
+    names the command line's flags, which are these arguments)."""
+    if checkpoint and (model or weights):
+        raise R3LError("give either --checkpoint CKPT or --model NAME, not both")
+    if weights and model not in WEIGHT_FORMATS:
+        raise R3LError("--weights FILE needs --model dncnn, --model ircnn or --model pixelrl")
+    if model in WEIGHT_FORMATS and not weights:
+        raise R3LError(f"--model {model} needs --weights PATH ({WEIGHT_FORMATS[model]})")
+    if decoding != "greedy" and model in WEIGHT_FORMATS and model not in POLICY_WEIGHT_MODELS:
+        raise R3LError(f"--decode {decoding} applies to R3L policies, not to --model {model}")
+
+
 def open_denoiser(checkpoint: str | Path | None = None, model: str | None = None, weights: str | Path | None = None,
                   channels: int = 1, weights_sigma: float = 25.0, device: str | torch.device = "auto",
                   **options) -> Denoiser:
@@ -413,12 +431,9 @@ def open_denoiser(checkpoint: str | Path | None = None, model: str | None = None
     - ``model``: a model of the registry by name;
     - neither: the registry's default model for images of ``channels`` channels.
 
-    ``options`` go to :class:`Denoiser` (``precision``, ``engine``, ``decoding``, ...)."""
-    if checkpoint and (model or weights):
-        raise R3LError("give either a checkpoint or a model, not both")
-    if (model in WEIGHT_FORMATS) != (weights is not None):
-        raise R3LError(f"weights need a model of {', '.join(WEIGHT_FORMATS)} and those models need weights "
-                       f"(model {model!r}, weights {weights!r})")
+    ``options`` go to :class:`Denoiser` (``precision``, ``engine``, ``decoding``, ...). Contradictory arguments
+    are refused before anything is read (:func:`check_model_choice`)."""
+    check_model_choice(checkpoint, model, weights, options.get("decoding", "greedy"))
     if model == "dncnn":
         return Denoiser.from_dncnn_weights(weights, device, **options)
     if model == "ircnn":
