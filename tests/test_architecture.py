@@ -139,14 +139,16 @@ def test_a_policy_network_of_any_class_denoises_by_its_policy_logits():
         def forward(self, state):
             return state
 
-    spec = ArchSpec.of("r3l", features=8, n_actions=9, steps=2, policy_form="gaussian", head_init="residual")
+    # The logits form: its greedy action is the logits' argmax on both paths (the Gaussian form's shortcut,
+    # ActorCritic.greedy_actions, rounds instead, which may part from the argmax at an exact tie).
+    spec = ArchSpec.of("r3l", features=8, n_actions=9, steps=2, policy_form="logits")
     torch.manual_seed(0)
     inner = build_network(spec)
     register_architecture("wrapped", Architecture(lambda s: Wrapped(build_network(spec)), R3LOptions, "ppo",
                                                   policy=True))
     register_architecture("bare", Architecture(lambda s: nn.Conv2d(1, 9, 3), R3LOptions, "ppo", policy=True))
     try:
-        other = ArchSpec.of("wrapped", features=8, n_actions=9, steps=2, policy_form="gaussian")
+        other = ArchSpec.of("wrapped", features=8, n_actions=9, steps=2, policy_form="logits")
         x = torch.rand(1, 1, 20, 21, generator=torch.Generator().manual_seed(1))
         expected = Denoiser(inner, spec, "cpu", engine="torch")(x)
         assert torch.equal(Denoiser(Wrapped(inner), other, "cpu", engine="torch")(x), expected)

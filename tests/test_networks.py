@@ -102,3 +102,23 @@ def test_r3n_and_dncnn_initialisation_from_kair():
     assert all(torch.equal(dncnn.state_dict()[k], state[k]) for k in state)
     with pytest.raises(R3LError, match="17-layer DnCNN"):
         init_dncnn_from_dncnn(DnCNN(1, 64, 9), DNCNN_WEIGHTS)
+
+
+@pytest.mark.parametrize("action_step", [1.0, 0.5])
+def test_gaussian_greedy_action_is_the_argmax_of_its_logits(action_step):
+    """The Gaussian head's greedy action is its residual rounded to the nearest action and clipped to the range:
+    the argmax of its logits, without them (an exact tie aside)."""
+    torch.manual_seed(0)
+    net = ActorCritic(1, 9, 8, policy_form="gaussian", action_step=action_step)
+    with torch.no_grad():
+        net.policy[-1].weight.mul_(20)  # residuals of many levels, some beyond the ±4 actions
+        state = torch.rand(2, 1, 16, 16)
+        residual = 255 * net.policy[:](net.encoder(state)) / action_step
+        fast, slow = net.greedy_actions(state), net.policy_logits(state).argmax(2)
+    assert fast.dtype == torch.int64 and fast.shape == (2, 1, 16, 16)
+    near_tie = ((residual - residual.floor() - 0.5).abs() < 1e-3) & (residual.abs() < 4.5)
+    assert ((fast == slow) | near_tie).all()
+    assert (fast == 0).any() and (fast == 8).any()  # both ends of the range are reached, and clipped there
+    logits_form = ActorCritic(1, 9, 8)
+    with torch.no_grad():
+        assert torch.equal(logits_form.greedy_actions(state), logits_form.policy_logits(state).argmax(2))

@@ -37,7 +37,8 @@ class InferenceProgram(nn.Module):
     """``(B, C, H, W)`` noisy images in [0, 1] → the denoised batch, clipped to [0, 1].
 
     Args:
-        net: the network; a policy's (``env`` given) must have ``policy_logits(state)`` → ``(B, C, A, H, W)``.
+        net: the network; a policy's (``env`` given) must have ``policy_logits(state)`` → ``(B, C, A, H, W)``, and
+            may have ``greedy_actions(state)`` → ``(B, C, H, W)``, their argmax made cheaper (greedy decoding).
         env: the policy's task (its ``transition`` and, for ``expected`` decoding, ``expected_transition``), or
             ``None`` for a one-pass network.
         channels: the image channels the network takes.
@@ -63,8 +64,13 @@ class InferenceProgram(nn.Module):
         self.decoding, self.self_ensemble = decoding, self_ensemble
         self.steps = (steps or env.steps) if env is not None else 1
         # A bound method, not the module: the parameters stay registered once, as net.<name> (the exported
-        # graph's initializer names, which the onnxruntime engine fills with a network's weights).
-        self.act: Callable[[torch.Tensor], torch.Tensor] = net.policy_logits if env is not None else net.forward
+        # graph's initializer names, which the onnxruntime engine fills with a network's weights). A policy that
+        # names its greedy action directly (``greedy_actions(state)`` → ``(B, C, H, W)``) is asked for it instead of
+        # all its logits.
+        greedy = getattr(net, "greedy_actions", None) if env is not None and decoding == "greedy" else None
+        self.acts_directly = callable(greedy)
+        self.act: Callable[[torch.Tensor], torch.Tensor] = (
+            greedy if self.acts_directly else net.policy_logits if env is not None else net.forward)
         self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
     @property
@@ -80,10 +86,10 @@ class InferenceProgram(nn.Module):
     def step(self, state: torch.Tensor) -> torch.Tensor:
         """One policy step from ``state`` ``(B, C, H, W)``."""
         with self.autocast():
-            logits = self.act(state)
+            out = self.act(state)
         if self.decoding == "greedy":
-            return self.env.transition(state, logits.argmax(dim=2))
-        return self.env.expected_transition(state, torch.softmax(logits.float(), dim=2))
+            return self.env.transition(state, out if self.acts_directly else out.argmax(dim=2))
+        return self.env.expected_transition(state, torch.softmax(out.float(), dim=2))
 
     def trajectory(self, x: torch.Tensor) -> list[torch.Tensor]:
         """A policy's unclipped estimate after each step: ``steps + 1`` tensors ``(B, C, H, W)``, ``x`` first."""

@@ -76,7 +76,7 @@ class ActorCritic(nn.Module):
                  policy_form: str = "logits", action_step: float = 1.0, temperature: float = 16.0):
         super().__init__()
         self.channels, self.n_actions, self.features = channels, n_actions, features
-        self.policy_form = policy_form
+        self.policy_form, self.action_step = policy_form, action_step
         self.encoder = _encoder(channels, features)
         self.policy = _head(features, channels * (n_actions if policy_form == "logits" else 1))
         self.value = _head(features, channels)
@@ -111,6 +111,17 @@ class ActorCritic(nn.Module):
     def policy_logits(self, state: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, A, H, W)`` from state ``(B, C, H, W)``."""
         return self._logits(self.encoder(state), state.shape)
+
+    def greedy_actions(self, state: torch.Tensor) -> torch.Tensor:
+        """The most probable action ``(B, C, H, W)`` (int64) in state ``(B, C, H, W)``: the argmax of
+        :meth:`policy_logits`. For the Gaussian form, the residual rounded to the nearest action and clipped to the
+        range, which is that argmax without the ``A`` logits per pixel (ties aside: an exact half rounds to even,
+        where the argmax takes the lower action)."""
+        if self.policy_form != "gaussian":
+            return self.policy_logits(state).argmax(dim=2)
+        half = self.n_actions // 2
+        nearest = (255.0 / self.action_step) * _fp32_output(self.policy, self.encoder(state))
+        return nearest.round().clamp(-half, self.n_actions - 1 - half).long() + half
 
     def forward(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, C, A, H, W)`` and values ``(B, C, H, W)``, both float32 under any autocast."""
