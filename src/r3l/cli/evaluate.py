@@ -58,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
     from r3l.evaluation.protocol import evaluate, summarize, write_csv
     from r3l.io.data import load_images
     from r3l.io.files import write_json
-    from r3l.tasks import DenoiseEnv
 
     denoiser = load_denoiser(args)
     images = load_images(args.data, denoiser.channels, "--data", args.max_images)
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         model.check_level(sigma, "--sigma")
     label = model.level_name if args.noise == "gaussian" else f"{args.noise} {model.level_name}"
     noise, degrade = args.noise, None
-    if denoiser.env is not None and not isinstance(denoiser.env, DenoiseEnv):
+    if denoiser.env is not None and not denoiser.env.denoises:
         # another task (docs/custom-tasks.md): its own start state, seeded per image, replaces the noise
         noise, degrade, label = denoiser.arch.task, denoiser.env.test_input, denoiser.arch.task
     for sigma in sigmas if degrade is None and args.noise == "gaussian" else []:

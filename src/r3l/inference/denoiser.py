@@ -159,9 +159,7 @@ class Denoiser:
         (by more than ``max(5, 20%)`` of the nearer bound: below about 5 levels a photo's own texture and a clean
         image look alike), else ``None``. ``estimated``: ``sigma`` comes from :func:`r3l.degradation.
         estimate_gaussian_sigma`` and is worded so. ``None`` too for a model of another task than denoising."""
-        from r3l.tasks import DenoiseEnv
-
-        if self.training_sigma is None or not (self.env is None or isinstance(self.env, DenoiseEnv)):
+        if self.training_sigma is None or not (self.env is None or self.env.denoises):
             return None
         low, high = self.training_sigma
         trained = f"{low:g}" if low == high else f"{low:g}-{high:g}"

@@ -66,6 +66,10 @@ class BatchImageEnv(ABC):
     steps: int
     reach: int = 0
     """How many pixels away :meth:`transition` reads (a 5×5 filter: 2); tiled inference widens its margins by it."""
+    denoises: ClassVar[bool] = False
+    """Whether its start state is the clean image with noise of a level added (a denoising task): evaluation then
+    adds the noise ``r3l eval --noise/--sigma`` names, and inference warns when that level lies outside the
+    training levels; otherwise each test image's start is the task's :meth:`test_input`."""
     residual_actions: ClassVar[bool] = False
     """Whether an action adds a residual to the pixel, so that a policy head can start from a denoiser's residual
     (``model.head_init: residual``), and the ONNX export (``r3l export``, the onnxruntime engine) covers its

@@ -76,6 +76,7 @@ class DenoiseEnv(BatchImageEnv):
     """
 
     Options = DenoiseOptions
+    denoises = True
 
     def __init__(self, sigma: float | tuple[float, float] = 25.0, n_actions: int = 27, steps: int = 6,
                  clip_noisy: bool = False, noise: str = "gaussian"):
