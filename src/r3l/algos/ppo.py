@@ -94,6 +94,11 @@ class PPOConfig(LRSchedule):
     anchor_coef: float = non_negative(0.0)
     """Weight of ``KL(π ‖ π₀)``, the policy's divergence from the network it started from (untempered, per
     pixel, on the states of the update), added to the loss; 0 turns it off and runs no second network."""
+    anchor_weight: Literal["uniform", "error"] = "uniform"
+    """How the anchor weighs the plays of an update: ``uniform``, every pixel agent alike; ``error``, each play
+    in proportion to the RMS error of its starting state (relative to the update's mean), so that a policy stays
+    at its start where the input is far from its target (a denoiser's noisy crops) and moves freely where it is
+    near (clean crops)."""
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None,
@@ -174,6 +179,8 @@ class RolloutBuffer:
         """``(T, B, C, A, H, W)``: every action's reward, when the environment provides them."""
         self.temperatures = torch.ones((steps, shape[0], 1, 1, 1, 1), device=device)
         """``(T, B, 1, 1, 1, 1)``: each play's exploration temperature (``ppo.explore_temperature``)."""
+        self.anchor_weights: torch.Tensor | None = None
+        """``(T, B, 1, 1, 1)``: each play's weight in the anchor term (``ppo.anchor_weight: error``)."""
         self.advantages: torch.Tensor | None = None
         self.returns: torch.Tensor | None = None
 
@@ -332,6 +339,9 @@ class PPO(Algorithm):
                            f"got {given}")
         if not isinstance(given, list) and given <= 0:
             raise R3LError(f"{where}.explore_temperature: must be positive, got {given}")
+        if cfg.anchor_weight != "uniform" and cfg.anchor_coef == 0:
+            raise R3LError(f"{where}.anchor_weight: {cfg.anchor_weight} weighs an anchor that anchor_coef: 0 turns "
+                           "off; set anchor_coef above 0")
         if cfg.advantage == "group":
             if cfg.group_size < 2:
                 raise R3LError(f"{where}.group_size: the group baseline needs at least 2 plays of each crop, "
@@ -366,13 +376,26 @@ class PPO(Algorithm):
         passes the network its config starts from, not the one it resumes)."""
         self.anchor = copy.deepcopy(start).requires_grad_(False).eval()
 
-    def _anchor_kl(self, state: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """Mean over pixel agents of ``KL(π ‖ π₀)`` between the (untempered) ``logits`` and the anchor's."""
+    def _anchor_kl(self, state: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        """Mean over pixel agents of ``KL(π ‖ π₀)`` between the (untempered) ``logits`` and the anchor's, each
+        play's agents weighted by ``weights`` ``(B, 1, 1, 1)`` when given."""
         with torch.no_grad(), self.precision.autocast():
             anchored = self.anchor.policy_logits(state) if hasattr(self.anchor, "policy_logits") \
                 else self.anchor(state)[0]
         logp = F.log_softmax(logits.float(), dim=2)
-        return (logp.exp() * (logp - F.log_softmax(anchored.float(), dim=2))).sum(2).mean()
+        kl = (logp.exp() * (logp - F.log_softmax(anchored.float(), dim=2))).sum(2)
+        return kl.mean() if weights is None else (kl * weights).mean()
+
+    def anchor_weights(self, start: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """Each play's anchor weight ``(B,)`` under ``ppo.anchor_weight: error``: the RMS error of its starting
+        state over the mean of that over the update's plays (every rank's, under torchrun); all zero when every
+        play starts at its target."""
+        rms = (start.float() - clean.float()).square().mean(dim=(1, 2, 3)).sqrt()
+        total = torch.stack([rms.sum(), torch.tensor(float(rms.numel()), device=rms.device)])
+        if self.world.active:
+            total = self.world.sum_(total)
+        return rms / (total[0] / total[1]).clamp_min(1e-12)
 
     def _policy_only(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's logits and zeros for values: the forward pass of a critic-free run."""
@@ -410,6 +433,8 @@ class PPO(Algorithm):
         buf = RolloutBuffer(env.steps, tuple(clean.shape), device)
         buf.temperatures[:] = temperature.view(1, -1, 1, 1, 1, 1)
         start = episode.state
+        if self.anchor is not None and cfg.anchor_weight == "error":
+            buf.anchor_weights = self.anchor_weights(start, clean).view(1, -1, 1, 1, 1).expand(env.steps, -1, 1, 1, 1)
         all_actions = cfg.all_action_coef > 0
         with torch.no_grad():
             for t in range(env.steps):
@@ -477,7 +502,7 @@ class PPO(Algorithm):
                 states = take(buf.states)
                 with self.precision.autocast():
                     logits, values = self.forward(states)
-                anchor_kl = None if self.anchor is None else self._anchor_kl(states, logits)
+                anchor_kl = None if self.anchor is None else self._anchor_kl(states, logits, take(buf.anchor_weights))
                 if self.tempered:
                     logits = logits / take(buf.temperatures)
                 parts = self.loss(
