@@ -199,6 +199,7 @@ def test_the_error_weighted_anchor_holds_plays_by_how_far_they_start_from_their_
     from r3l.errors import R3LError
 
     ppo = group_ppo(anchor=1.0)
+    ppo.cfg.anchor_weight = "error"
     clean = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     noise = 0.1 * torch.randn(clean.shape[1:], generator=torch.Generator().manual_seed(1))
     start = clean + torch.stack([0 * noise, noise, 2 * noise])  # a clean crop, a noisy one, one twice as noisy
@@ -206,15 +207,19 @@ def test_the_error_weighted_anchor_holds_plays_by_how_far_they_start_from_their_
     assert weights[0] == 0 and torch.allclose(weights[2], 2 * weights[1])
     assert torch.allclose(weights.mean(), torch.ones(()))
     assert torch.equal(ppo.anchor_weights(clean, clean), torch.zeros(3))  # all at their targets: nothing to hold
+    ppo.cfg.anchor_weight = "squared_error"
+    squared = ppo.anchor_weights(start, clean)
+    assert squared[0] == 0 and torch.allclose(squared[2], 4 * squared[1])
+    assert torch.allclose(squared.mean(), torch.ones(()))
     # On clean inputs the error-weighted anchor holds nothing, while the uniform one pulls back as the policy moves.
     kls = {}
-    for weighting in ("uniform", "error"):
+    for weighting in ("uniform", "error", "squared_error"):
         ppo = group_ppo(explore=8.0, anchor=1.0, features=4)
         ppo.cfg.anchor_weight = weighting
         ppo.env.sigma = 0.0
         generator = torch.Generator().manual_seed(1)
         kls[weighting] = [ppo.learn(clean, generator)["losses/anchor_kl"].item() for _ in range(4)]
-    assert kls["uniform"][-1] > 1e-6 and kls["error"] == [0.0] * 4
+    assert kls["uniform"][-1] > 1e-6 and kls["error"] == kls["squared_error"] == [0.0] * 4
     with pytest.raises(R3LError, match="anchor_weight: error .* anchor_coef: 0"):
         PPO.check(PPOConfig(anchor_weight="error"), 8)
 

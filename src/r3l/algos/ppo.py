@@ -94,11 +94,12 @@ class PPOConfig(LRSchedule):
     anchor_coef: float = non_negative(0.0)
     """Weight of ``KL(π ‖ π₀)``, the policy's divergence from the network it started from (untempered, per
     pixel, on the states of the update), added to the loss; 0 turns it off and runs no second network."""
-    anchor_weight: Literal["uniform", "error"] = "uniform"
+    anchor_weight: Literal["uniform", "error", "squared_error"] = "uniform"
     """How the anchor weighs the plays of an update: ``uniform``, every pixel agent alike; ``error``, each play
     in proportion to the RMS error of its starting state (relative to the update's mean), so that a policy stays
     at its start where the input is far from its target (a denoiser's noisy crops) and moves freely where it is
-    near (clean crops)."""
+    near (clean crops); ``squared_error``, in proportion to its mean squared error (relative to the update's
+    mean), which frees lightly degraded plays more and holds heavily degraded ones harder."""
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None,
@@ -388,14 +389,16 @@ class PPO(Algorithm):
         return kl.mean() if weights is None else (kl * weights).mean()
 
     def anchor_weights(self, start: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-        """Each play's anchor weight ``(B,)`` under ``ppo.anchor_weight: error``: the RMS error of its starting
-        state over the mean of that over the update's plays (every rank's, under torchrun); all zero when every
-        play starts at its target."""
-        rms = (start.float() - clean.float()).square().mean(dim=(1, 2, 3)).sqrt()
-        total = torch.stack([rms.sum(), torch.tensor(float(rms.numel()), device=rms.device)])
+        """Each play's anchor weight ``(B,)`` under ``ppo.anchor_weight: error`` (``squared_error``): the RMS
+        (mean squared) error of its starting state over the mean of that over the update's plays (every rank's,
+        under torchrun); all zero when every play starts at its target."""
+        error = (start.float() - clean.float()).square().mean(dim=(1, 2, 3))
+        if self.cfg.anchor_weight == "error":
+            error = error.sqrt()
+        total = torch.stack([error.sum(), torch.tensor(float(error.numel()), device=error.device)])
         if self.world.active:
             total = self.world.sum_(total)
-        return rms / (total[0] / total[1]).clamp_min(1e-12)
+        return error / (total[0] / total[1]).clamp_min(1e-12)
 
     def _policy_only(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's logits and zeros for values: the forward pass of a critic-free run."""
@@ -433,7 +436,7 @@ class PPO(Algorithm):
         buf = RolloutBuffer(env.steps, tuple(clean.shape), device)
         buf.temperatures[:] = temperature.view(1, -1, 1, 1, 1, 1)
         start = episode.state
-        if self.anchor is not None and cfg.anchor_weight == "error":
+        if self.anchor is not None and cfg.anchor_weight != "uniform":
             buf.anchor_weights = self.anchor_weights(start, clean).view(1, -1, 1, 1, 1).expand(env.steps, -1, 1, 1, 1)
         all_actions = cfg.all_action_coef > 0
         with torch.no_grad():
