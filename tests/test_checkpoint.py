@@ -187,3 +187,28 @@ def test_a_key_of_another_model_is_refused_unless_it_holds_the_old_default():
         from_dict({**base, "model": {"name": "r3l", "depth": 5}})
     with pytest.raises(R3LError, match="unknown config key env.action_step"):
         from_dict({**base, "env": {"name": "pixelrl_denoise", "action_step": 2.0}})
+
+
+def test_r3l_models_average_writes_the_mean_of_the_weights_and_refuses_another_architecture(tmp_path, capsys):
+    from r3l.cli import main
+
+    paths = []
+    for episode in (30, 60, 90):
+        torch.manual_seed(episode)
+        net = ActorCritic(1, 27, 8)
+        paths.append(tmp_path / f"episode_{episode}.safetensors")
+        save_checkpoint(paths[-1], Checkpoint(ARCH, net.state_dict(), {"seed": 3}, episode=episode))
+    out = tmp_path / "average.safetensors"
+    assert main(["models", "average", *map(str, paths), "--out", str(out)]) == 0
+    assert "the mean of 3 checkpoints (episodes 30, 60, 90)" in capsys.readouterr().out
+    averaged, models = load_checkpoint(out), [load_checkpoint(p).model for p in paths]
+    assert averaged.info["averaged_episodes"] == [30, 60, 90] and averaged.episode == 90
+    for key, value in averaged.model.items():
+        assert torch.allclose(value, sum(m[key] for m in models) / 3, atol=1e-6)
+    Denoiser.from_checkpoint(out, "cpu")  # a usable model
+    other = tmp_path / "wide.safetensors"
+    save_checkpoint(other, Checkpoint(dict(ARCH, features=4), ActorCritic(1, 27, 4).state_dict()))
+    assert main(["models", "average", str(paths[0]), str(other), "--out", str(tmp_path / "x.safetensors")]) != 0
+    assert "wide.safetensors: holds" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
+    assert main(["models", "average", str(paths[0]), "--out", str(tmp_path / "x.safetensors")]) != 0
+    assert "at least two checkpoints" in capsys.readouterr().err

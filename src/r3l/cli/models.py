@@ -14,9 +14,11 @@ def add_parser(sub) -> None:
                        description="List the model registry: each model's name, architecture, training sigma, "
                                    "BSD68 PSNR and file. `check` measures each model's stored subset PSNR again; "
                                    "`pack` turns a checkpoint into a registry entry (weights + card); `table` "
-                                   "prints the models as a Markdown table (docs/models.md).")
-    p.add_argument("action", nargs="?", choices=["list", "check", "pack", "table"], default="list")
-    p.add_argument("names", nargs="*", metavar="NAME", help="list/check/table: only these models (default all)")
+                                   "prints the models as a Markdown table (docs/models.md); `average` writes the "
+                                   "mean of the weights of several checkpoints of one run (its snapshots).")
+    p.add_argument("action", nargs="?", choices=["list", "check", "pack", "table", "average"], default="list")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="list/check/table: only these models (default all); average: the checkpoints to average")
     p.add_argument("--json", action="store_true", help="list: print the cards as JSON")
     p.add_argument("--data-root", help="check/pack: the folder holding BSD68 (default $R3L_DATA)")
     p.add_argument("--checkpoint", help="pack: the checkpoint to pack")
@@ -32,7 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--check-sigma", type=float,
                    help="pack: the noise level of the subset check (default the training sigma; for a blind model "
                         "the middle of its range)")
-    p.add_argument("--out", help="pack: the registry folder to write into")
+    p.add_argument("--out", help="pack: the registry folder to write into; average: the checkpoint to write")
     p.add_argument("--training", help="pack: a JSON file of how it was made (device, minutes, ...) for the card")
     p.add_argument("--benchmark", help="pack: a summary.json of r3l benchmark whose row for --name gives the "
                                        "card's BSD68 PSNR per sigma")
@@ -44,7 +46,22 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "average":
+        return average(args)
     return pack(args) if args.action == "pack" else show(args)
+
+
+def average(args: argparse.Namespace) -> int:
+    """``r3l models average CKPT... --out FILE``: the mean of the checkpoints' weights, written atomically."""
+    from r3l.models.checkpoint import average_checkpoints, save_checkpoint
+
+    if not args.out:
+        raise R3LError("r3l models average needs --out FILE (the averaged checkpoint to write)")
+    ckpt = average_checkpoints(args.names)
+    save_checkpoint(args.out, ckpt)
+    print(f"wrote {args.out}: the mean of {len(args.names)} checkpoints (episodes "
+          f"{', '.join(str(e) for e in ckpt.info['averaged_episodes'])})")
+    return 0
 
 
 def _card_results(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, dict[str, float]]]:

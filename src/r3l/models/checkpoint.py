@@ -175,6 +175,35 @@ def load_weights(net: torch.nn.Module, ckpt: Checkpoint, expected: ArchSpec | di
     net.load_state_dict(ckpt.model)
 
 
+def average_checkpoints(paths: list[str | Path]) -> Checkpoint:
+    """The mean of the weights of ``paths`` (snapshots of one run, say: stochastic weight averaging), with the
+    architecture and config of the last and the averaged episodes in its ``info``; no training state. Integer
+    tensors must agree across the files. A file of another architecture or shape is refused, naming it."""
+    if len(paths) < 2:
+        raise R3LError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    first = load_checkpoint(paths[0])
+    sums = {k: v.double() if v.is_floating_point() else v for k, v in first.model.items()}
+    episodes = [first.episode]
+    for path in paths[1:]:
+        ckpt = load_checkpoint(path)
+        same = ckpt.arch.to_dict() == first.arch.to_dict() and set(ckpt.model) == set(first.model) \
+            and all(ckpt.model[k].shape == first.model[k].shape for k in first.model)
+        if not same:
+            raise R3LError(f"{path}: holds {ckpt.arch.describe()}, not the {first.arch.describe()} of {paths[0]}; "
+                           "only checkpoints of one architecture average")
+        for key, value in ckpt.model.items():
+            if value.is_floating_point():
+                sums[key] = sums[key] + value.double()
+            elif not torch.equal(value, sums[key]):
+                raise R3LError(f"{path}: its {key} differs from {paths[0]}'s; only checkpoints of one "
+                               "architecture average")
+        episodes.append(ckpt.episode)
+        last = ckpt
+    model = {k: (v / len(paths)).to(first.model[k].dtype) if v.is_floating_point() else v for k, v in sums.items()}
+    info = {"averaged_episodes": episodes, "averaged_files": [Path(p).name for p in paths]}
+    return Checkpoint(last.arch, model, last.config, last.episode, info)
+
+
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[int, dict[str, torch.Tensor]], list[dict]]:
     sd = optimizer.state_dict()
     state = {int(i): {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in s.items()}
