@@ -181,7 +181,8 @@ class RolloutBuffer:
         self.temperatures = torch.ones((steps, shape[0], 1, 1, 1, 1), device=device)
         """``(T, B, 1, 1, 1, 1)``: each play's exploration temperature (``ppo.explore_temperature``)."""
         self.anchor_weights: torch.Tensor | None = None
-        """``(T, B, 1, 1, 1)``: each play's weight in the anchor term (``ppo.anchor_weight: error``)."""
+        """``(T, B, 1, 1, 1)``: each play's weight in the anchor term (``algo.anchor_weight: error`` or
+        ``squared_error``); ``None`` for the uniform anchor."""
         self.advantages: torch.Tensor | None = None
         self.returns: torch.Tensor | None = None
 
