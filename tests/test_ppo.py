@@ -224,6 +224,31 @@ def test_the_error_weighted_anchor_holds_plays_by_how_far_they_start_from_their_
         PPO.check(PPOConfig(anchor_weight="error"), 8)
 
 
+def test_plays_that_start_too_far_from_their_target_learn_only_from_the_anchor():
+    from r3l.algos.ppo import PPO
+    from r3l.errors import R3LError
+
+    clean = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    ppo = group_ppo(features=4)
+    ppo.cfg.learn_max_error = 10.0
+    ppo.env.sigmas = lambda batch, device, generator=None: torch.tensor([[5.0], [25.0]]).view(2, 1, 1, 1)
+    buf, _ = ppo.collect(clean, torch.Generator().manual_seed(1))
+    # A lightly noisy crop and a noisy one; a group's plays share their start, so they share the verdict.
+    assert buf.learns.flatten().tolist() == [1.0] * 4 + [0.0] * 4
+    # No play within reach and no anchor: the update leaves the policy where it was; without the limit it moves.
+    moved = {}
+    for limit in (1.0, None):
+        ppo = group_ppo(features=4)
+        ppo.cfg.learn_max_error = limit
+        ppo.env.sigma = 25.0
+        before = [p.clone() for p in ppo.net.parameters()]
+        ppo.learn(clean, torch.Generator().manual_seed(1))
+        moved[limit] = any(not torch.equal(a, b) for a, b in zip(before, ppo.net.parameters()))
+    assert moved == {1.0: False, None: True}
+    with pytest.raises(R3LError, match="learn_max_error: must be positive"):
+        PPO.check(PPOConfig(learn_max_error=0.0), 8)
+
+
 def test_a_resumed_run_is_anchored_to_where_its_config_starts(tiny_folder):
     from r3l.config import from_dict
     from r3l.training.trainer import Trainer

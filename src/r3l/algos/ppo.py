@@ -100,6 +100,11 @@ class PPOConfig(LRSchedule):
     at its start where the input is far from its target (a denoiser's noisy crops) and moves freely where it is
     near (clean crops); ``squared_error``, in proportion to its mean squared error (relative to the update's
     mean), which frees lightly degraded plays more and holds heavily degraded ones harder."""
+    learn_max_error: float | None = None
+    """Gray levels (0–255): a play whose starting state is further than this from its target (RMS) gets a zero
+    advantage, so its return teaches the policy nothing and only the anchor acts on it; ``None`` lets every play
+    learn. For a start that is already the squared-error optimum on heavily degraded inputs (a supervised R3N),
+    where the reward's gradient there is noise that moves the policy off that optimum."""
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None,
@@ -183,6 +188,9 @@ class RolloutBuffer:
         self.anchor_weights: torch.Tensor | None = None
         """``(T, B, 1, 1, 1)``: each play's weight in the anchor term (``algo.anchor_weight: error`` or
         ``squared_error``); ``None`` for the uniform anchor."""
+        self.learns: torch.Tensor | None = None
+        """``(1, B, 1, 1, 1)``: 1 for the plays whose advantage counts, 0 for those ``ppo.learn_max_error`` stops;
+        ``None`` when every play learns."""
         self.advantages: torch.Tensor | None = None
         self.returns: torch.Tensor | None = None
 
@@ -344,6 +352,9 @@ class PPO(Algorithm):
         if cfg.anchor_weight != "uniform" and cfg.anchor_coef == 0:
             raise R3LError(f"{where}.anchor_weight: {cfg.anchor_weight} weighs an anchor that anchor_coef: 0 turns "
                            "off; set anchor_coef above 0")
+        if cfg.learn_max_error is not None and cfg.learn_max_error <= 0:
+            raise R3LError(f"{where}.learn_max_error: must be positive (gray levels) or null, got "
+                           f"{cfg.learn_max_error}")
         if cfg.advantage == "group":
             if cfg.group_size < 2:
                 raise R3LError(f"{where}.group_size: the group baseline needs at least 2 plays of each crop, "
@@ -439,6 +450,9 @@ class PPO(Algorithm):
         start = episode.state
         if self.anchor is not None and cfg.anchor_weight != "uniform":
             buf.anchor_weights = self.anchor_weights(start, clean).view(1, -1, 1, 1, 1).expand(env.steps, -1, 1, 1, 1)
+        if cfg.learn_max_error is not None:
+            error = 255.0 * (start.float() - clean.float()).square().mean(dim=(1, 2, 3)).sqrt()
+            buf.learns = (error <= cfg.learn_max_error).float().view(1, -1, 1, 1, 1)
         all_actions = cfg.all_action_coef > 0
         with torch.no_grad():
             for t in range(env.steps):
@@ -482,6 +496,8 @@ class PPO(Algorithm):
         assert buf.advantages is not None and buf.returns is not None
         batch = buf.shape[0]
         advantages = self._normalized(buf.advantages) if cfg.normalize_advantages else buf.advantages
+        if buf.learns is not None:
+            advantages = advantages * buf.learns
         action_targets = None
         if cfg.all_action_coef > 0 and buf.action_rewards is not None:
             action_targets = all_action_targets(buf.action_rewards, cfg)
