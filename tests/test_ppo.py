@@ -245,8 +245,16 @@ def test_plays_that_start_too_far_from_their_target_learn_only_from_the_anchor()
         ppo.learn(clean, torch.Generator().manual_seed(1))
         moved[limit] = any(not torch.equal(a, b) for a, b in zip(before, ppo.net.parameters()))
     assert moved == {1.0: False, None: True}
+    # Held instead: the anchor weighs exactly the plays that do not learn.
+    ppo = group_ppo(features=4, anchor=1.0)
+    ppo.cfg.learn_max_error, ppo.cfg.anchor_weight = 10.0, "not_learning"
+    ppo.env.sigmas = lambda batch, device, generator=None: torch.tensor([[5.0], [25.0]]).view(2, 1, 1, 1)
+    buf, _ = ppo.collect(clean, torch.Generator().manual_seed(1))
+    assert torch.equal(buf.anchor_weights, (1.0 - buf.learns).expand(3, -1, 1, 1, 1))
     with pytest.raises(R3LError, match="learn_max_error: must be positive"):
         PPO.check(PPOConfig(learn_max_error=0.0), 8)
+    with pytest.raises(R3LError, match="not_learning .* set learn_max_error"):
+        PPO.check(PPOConfig(anchor_weight="not_learning", anchor_coef=1.0), 8)
 
 
 def test_a_resumed_run_is_anchored_to_where_its_config_starts(tiny_folder):

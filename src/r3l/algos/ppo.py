@@ -94,12 +94,14 @@ class PPOConfig(LRSchedule):
     anchor_coef: float = non_negative(0.0)
     """Weight of ``KL(π ‖ π₀)``, the policy's divergence from the network it started from (untempered, per
     pixel, on the states of the update), added to the loss; 0 turns it off and runs no second network."""
-    anchor_weight: Literal["uniform", "error", "squared_error"] = "uniform"
+    anchor_weight: Literal["uniform", "error", "squared_error", "not_learning"] = "uniform"
     """How the anchor weighs the plays of an update: ``uniform``, every pixel agent alike; ``error``, each play
     in proportion to the RMS error of its starting state (relative to the update's mean), so that a policy stays
     at its start where the input is far from its target (a denoiser's noisy crops) and moves freely where it is
     near (clean crops); ``squared_error``, in proportion to its mean squared error (relative to the update's
-    mean), which frees lightly degraded plays more and holds heavily degraded ones harder."""
+    mean), which frees lightly degraded plays more and holds heavily degraded ones harder; ``not_learning``, only
+    the plays that ``learn_max_error`` stops from learning, each alike, so that every play is either learning or
+    held."""
     learn_max_error: float | None = None
     """Gray levels (0–255): a play whose starting state is further than this from its target (RMS) gets a zero
     advantage, so its return teaches the policy nothing and only the anchor acts on it; ``None`` lets every play
@@ -186,8 +188,8 @@ class RolloutBuffer:
         self.temperatures = torch.ones((steps, shape[0], 1, 1, 1, 1), device=device)
         """``(T, B, 1, 1, 1, 1)``: each play's exploration temperature (``ppo.explore_temperature``)."""
         self.anchor_weights: torch.Tensor | None = None
-        """``(T, B, 1, 1, 1)``: each play's weight in the anchor term (``algo.anchor_weight: error`` or
-        ``squared_error``); ``None`` for the uniform anchor."""
+        """``(T, B, 1, 1, 1)``: each play's weight in the anchor term (``algo.anchor_weight: error``,
+        ``squared_error`` or ``not_learning``); ``None`` for the uniform anchor."""
         self.learns: torch.Tensor | None = None
         """``(1, B, 1, 1, 1)``: 1 for the plays whose advantage counts, 0 for those ``ppo.learn_max_error`` stops;
         ``None`` when every play learns."""
@@ -352,6 +354,9 @@ class PPO(Algorithm):
         if cfg.anchor_weight != "uniform" and cfg.anchor_coef == 0:
             raise R3LError(f"{where}.anchor_weight: {cfg.anchor_weight} weighs an anchor that anchor_coef: 0 turns "
                            "off; set anchor_coef above 0")
+        if cfg.anchor_weight == "not_learning" and cfg.learn_max_error is None:
+            raise R3LError(f"{where}.anchor_weight: not_learning holds the plays that learn_max_error stops; set "
+                           "learn_max_error")
         if cfg.learn_max_error is not None and cfg.learn_max_error <= 0:
             raise R3LError(f"{where}.learn_max_error: must be positive (gray levels) or null, got "
                            f"{cfg.learn_max_error}")
@@ -448,11 +453,13 @@ class PPO(Algorithm):
         buf = RolloutBuffer(env.steps, tuple(clean.shape), device)
         buf.temperatures[:] = temperature.view(1, -1, 1, 1, 1, 1)
         start = episode.state
-        if self.anchor is not None and cfg.anchor_weight != "uniform":
-            buf.anchor_weights = self.anchor_weights(start, clean).view(1, -1, 1, 1, 1).expand(env.steps, -1, 1, 1, 1)
         if cfg.learn_max_error is not None:
             error = 255.0 * (start.float() - clean.float()).square().mean(dim=(1, 2, 3)).sqrt()
             buf.learns = (error <= cfg.learn_max_error).float().view(1, -1, 1, 1, 1)
+        if self.anchor is not None and cfg.anchor_weight != "uniform":
+            weights = 1.0 - buf.learns if cfg.anchor_weight == "not_learning" else \
+                self.anchor_weights(start, clean).view(1, -1, 1, 1, 1)
+            buf.anchor_weights = weights.expand(env.steps, -1, 1, 1, 1)
         all_actions = cfg.all_action_coef > 0
         with torch.no_grad():
             for t in range(env.steps):
