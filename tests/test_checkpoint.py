@@ -212,3 +212,43 @@ def test_r3l_models_average_writes_the_mean_of_the_weights_and_refuses_another_a
     assert "wide.safetensors: holds" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
     assert main(["models", "average", str(paths[0]), "--out", str(tmp_path / "x.safetensors")]) != 0
     assert "at least two checkpoints" in capsys.readouterr().err
+
+
+def test_r3l_models_average_decodes_a_gaussian_policy_on_a_finer_grid_over_the_same_range(tmp_path, capsys):
+    from r3l.cli import main
+    from r3l.models.checkpoint import on_action_grid
+
+    arch = dict(ARCH, n_actions=53, action_step=0.5, policy_form="gaussian")  # ±13 levels in half levels
+    paths = []
+    for episode in (30, 60):
+        torch.manual_seed(episode)
+        net = ActorCritic(1, 53, 8, policy_form="gaussian", action_step=0.5)
+        paths.append(tmp_path / f"episode_{episode}.safetensors")
+        config = {"env": {"name": "residual_denoise", "n_actions": 53, "action_step": 0.5}}
+        save_checkpoint(paths[-1], Checkpoint(arch, net.state_dict(), config, episode=episode))
+    out = tmp_path / "fine.safetensors"
+    assert main(["models", "average", *map(str, paths), "--out", str(out), "--action-step", "0.125"]) == 0
+    assert "decoded on 209 actions of 0.125 gray levels" in capsys.readouterr().out
+    fine, coarse = load_checkpoint(out), on_action_grid(load_checkpoint(paths[0]), 0.5)
+    assert fine.arch.task_options["n_actions"] == 209 and fine.arch.task_options["action_step"] == 0.125
+    assert fine.config["env"]["n_actions"] == 209 and fine.config["env"]["action_step"] == 0.125
+    assert coarse.arch.task_options == load_checkpoint(paths[0]).arch.task_options  # the same grid: unchanged
+
+    # The same weights, a finer rounding of the same residual, within the same ±13 levels.
+    net = ActorCritic(1, 209, 8, policy_form="gaussian", action_step=0.125)
+    net.load_state_dict(fine.model)
+    state = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        residual = 255.0 * net.policy(net.encoder(state))  # the Gaussian head's mean, in gray levels
+        chosen = net.action_values[net.greedy_actions(state)]
+    assert chosen.abs().max() <= 13.0
+    inside = residual.abs() < 13.0
+    assert inside.any() and ((chosen - residual).abs()[inside] <= 0.0625 + 1e-4).all()
+
+    logits = tmp_path / "logits.safetensors"
+    save_checkpoint(logits, Checkpoint(ARCH, ActorCritic(1, 27, 8).state_dict()))
+    with pytest.raises(R3LError, match="only a Gaussian R3L policy"):
+        on_action_grid(load_checkpoint(logits), 0.125)
+    assert main(["models", "average", *map(str, paths), "--out", str(tmp_path / "x.safetensors"),
+                 "--action-step", "0.3"]) != 0
+    assert "does not divide" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()

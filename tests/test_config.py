@@ -22,10 +22,24 @@ def test_presets_and_overrides():
                                   "r3n_gray_sigma25", "r3n_gray_sigma35", "dncnn_gray_sigma25", "dncnn_gray_sigma35",
                                   "r3l_color_sigma25", "r3l_gray_blind", "r3l_color_blind", "r3l_gray_poisson",
                                   "r3l_gray_spatial", "r3l_gray_mixed", "pixelrl_gray_sigma25",
-                                  "pixelrl_gray_salt_pepper"])
+                                  "pixelrl_gray_salt_pepper", "r3l_gray_sigma25_group", "r3l_gray_sigma35_group",
+                                  "r3l_gray_blind_group"])
 def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert cfg.name == name
+
+
+@pytest.mark.parametrize("limit", [None, 10.0])
+def test_a_run_directory_s_config_reads_back_with_its_nulls(tmp_path, limit):
+    """What ``r3l train`` writes to a run's config.yaml (an unset optional key as ``null``) is what ``--resume``
+    reads."""
+    from r3l.training.trainer import save_config
+
+    cfg = from_dict({"data": {"train": "skimage"}}, [f"algo.learn_max_error={'null' if limit is None else limit}"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert "learn_max_error: " + ("null" if limit is None else "10.0") in (tmp_path / "config.yaml").read_text()
+    again = load_config(tmp_path / "config.yaml")
+    assert again.algo.learn_max_error == limit and again.to_dict() == cfg.to_dict()
 
 
 @pytest.mark.parametrize("values,overrides,message", [
@@ -48,6 +62,7 @@ def test_shipped_configs_load(name):
     ({"train": {"precision": "fp8"}}, [], "train.precision"),
     ({"train": {"compile": "yes"}}, [], "train.compile"),
     ({"algo": {"explore_temperature": "hot"}}, [], "algo.explore_temperature: 'hot' is neither a number nor a list"),
+    ({"algo": {"learn_max_error": "far"}}, [], "algo.learn_max_error: 'far' is neither a number nor null"),
 ])
 def test_bad_values_name_the_key(values, overrides, message):
     with pytest.raises(R3LError, match=message.replace("[", r"\[")):

@@ -124,6 +124,10 @@ def _check_type(key: str, value: Any, hint: Any, label: str = "config key",
     words: tuple = ()
     if origin is Literal:  # a string whose allowed values :func:`check_rules` checks
         words, hint = typing.get_args(hint), str
+    if hint is type(None):  # the null of an optional key (``learn_max_error: null`` in a run's config.yaml)
+        if value is None:
+            return None
+        raise R3LError(f"{label} {key}: expected null, got {value!r}")
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):
             try:

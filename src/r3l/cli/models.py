@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--training", help="pack: a JSON file of how it was made (device, minutes, ...) for the card")
     p.add_argument("--benchmark", help="pack: a summary.json of r3l benchmark whose row for --name gives the "
                                        "card's BSD68 PSNR per sigma")
+    p.add_argument("--action-step", type=float,
+                   help="average: decode the mean of a Gaussian R3L policy on actions of this many gray levels "
+                        "over the same range (e.g. 0.125)")
     p.add_argument("--row", help="pack: the benchmark method whose row is the model's (default --name)")
     p.add_argument("--eval", action="append", metavar="JSON",
                    help="pack: an `r3l eval --json` report of the whole model on a data set (e.g. Set12) for the "
@@ -53,14 +56,18 @@ def run(args: argparse.Namespace) -> int:
 
 def average(args: argparse.Namespace) -> int:
     """``r3l models average CKPT... --out FILE``: the mean of the checkpoints' weights, written atomically."""
-    from r3l.models.checkpoint import average_checkpoints, save_checkpoint
+    from r3l.models.checkpoint import average_checkpoints, on_action_grid, save_checkpoint
 
     if not args.out:
         raise R3LError("r3l models average needs --out FILE (the averaged checkpoint to write)")
     ckpt = average_checkpoints(args.names)
+    grid = ""
+    if args.action_step is not None:
+        ckpt = on_action_grid(ckpt, args.action_step)
+        grid = f", decoded on {ckpt.arch.task_options['n_actions']} actions of {args.action_step:g} gray levels"
     save_checkpoint(args.out, ckpt)
     print(f"wrote {args.out}: the mean of {len(args.names)} checkpoints (episodes "
-          f"{', '.join(str(e) for e in ckpt.info['averaged_episodes'])})")
+          f"{', '.join(str(e) for e in ckpt.info['averaged_episodes'])}){grid}")
     return 0
 
 

@@ -204,6 +204,29 @@ def average_checkpoints(paths: list[str | Path]) -> Checkpoint:
     return Checkpoint(last.arch, model, last.config, last.episode, info)
 
 
+def on_action_grid(ckpt: Checkpoint, action_step: float) -> Checkpoint:
+    """``ckpt`` decoded on actions of ``action_step`` gray levels over the same range (a Gaussian R3L policy's
+    weights give the residual itself, so they do not depend on the grid: ``r3l models average --action-step``).
+    The config's ``env`` follows; no training state. Refused, in one line, for another policy form, a task
+    without ``action_step``, or a step that does not divide the range."""
+    options, task = ckpt.arch.options, dict(ckpt.arch.task_options)
+    if getattr(options, "policy_form", None) != "gaussian" or "action_step" not in task:
+        raise R3LError(f"{ckpt.arch.describe()}: only a Gaussian R3L policy (model.policy_form: gaussian) can be "
+                       "decoded on another action grid")
+    if not action_step > 0:
+        raise R3LError(f"--action-step: expected a positive number of gray levels, got {action_step}")
+    reach = (int(task["n_actions"]) // 2) * float(task["action_step"])
+    half = round(reach / action_step)
+    if abs(half * action_step - reach) > 1e-9 * max(reach, 1.0):
+        raise R3LError(f"--action-step {action_step}: does not divide the policy's range of ±{reach:g} gray levels")
+    task.update(n_actions=2 * half + 1, action_step=action_step)
+    config = json.loads(json.dumps(ckpt.config))
+    if isinstance(config.get("env"), dict):
+        config["env"].update(n_actions=task["n_actions"], action_step=action_step)
+    arch = ArchSpec(ckpt.arch.name, options, ckpt.arch.task, task)
+    return Checkpoint(arch, ckpt.model, config, ckpt.episode, dict(ckpt.info, action_grid=action_step))
+
+
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[int, dict[str, torch.Tensor]], list[dict]]:
     sd = optimizer.state_dict()
     state = {int(i): {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in s.items()}
