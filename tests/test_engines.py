@@ -52,11 +52,11 @@ def _exports(monkeypatch) -> list:
     return calls
 
 
-def _agree(fast: Denoiser, reference: Denoiser, x: torch.Tensor) -> None:
+def _agree(fast: Denoiser, reference: Denoiser, x: torch.Tensor, ties: float = TIES) -> None:
     ours, theirs = fast(x), reference(x)
     assert ours.shape == theirs.shape == x.shape
     off = float((torch.round(ours * 255) != torch.round(theirs * 255)).float().mean())
-    assert off <= TIES, off
+    assert off <= ties, off
     if fast.env is None:  # one continuous pass: equal to float rounding
         assert float((ours - theirs).abs().max()) < 1e-5
 
@@ -244,4 +244,7 @@ def test_shipped_models_run_their_own_graph_without_an_export(cache, monkeypatch
         fast = Denoiser.pretrained(name, device="cpu").prepare()
         assert fast.engine == "onnxruntime"
         reference = Denoiser.pretrained(name, device="cpu", engine="torch", channels_last=False)
-        _agree(fast, reference, torch.rand(1, fast.channels, 18, 21))
+        # An R3L on eighth-level actions has many rounding boundaries: on another CPU a step's residual may fall
+        # on the other side of one in a few of these 64 x 64 pixels (3 here for r3l-gray-s35; the same weights on
+        # half-level actions change 26% of them).
+        _agree(fast, reference, torch.rand(1, fast.channels, 64, 64), ties=0.01)
