@@ -224,6 +224,47 @@ def test_the_error_weighted_anchor_holds_plays_by_how_far_they_start_from_their_
         PPO.check(PPOConfig(anchor_weight="error"), 8)
 
 
+def test_the_greedy_anchor_holds_the_start_on_its_own_greedy_play():
+    import copy
+
+    from r3l.algos.ppo import PPO
+    from r3l.errors import R3LError
+
+    clean = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    ppo = group_ppo(explore=8.0, anchor=1.0, features=4)
+    ppo.cfg.anchor_states = "greedy"
+    buf, _ = ppo.collect(clean, torch.Generator().manual_seed(1))
+    # One greedy play of each distinct crop from the plays' common start, by the start's own argmax.
+    assert buf.anchor_states.shape == (3, 2, 1, 12, 12) and buf.anchor_logits.shape[:3] == (3, 2, 1)
+    assert torch.equal(buf.anchor_states[0], buf.states[0][::4])
+    for t in range(2):
+        expected = ppo.env.transition(buf.anchor_states[t], buf.anchor_logits[t].argmax(dim=2))
+        assert torch.equal(buf.anchor_states[t + 1], expected)
+    assert torch.equal(buf.anchor_logits[1], ppo.anchor.policy_logits(buf.anchor_states[1]))
+    # Tempered plays wander from the greedy one; the anchor measures the policy on the greedy states only.
+    assert not torch.equal(buf.states[2][::4], buf.anchor_states[2])
+    drift, kls = {}, []
+    for coef in (0.0, 50.0):
+        ppo = group_ppo(explore=8.0, anchor=coef, features=4)
+        ppo.cfg.anchor_states = "greedy" if coef else "update"
+        start = copy.deepcopy(ppo.net)
+        generator = torch.Generator().manual_seed(1)
+        stats = [ppo.learn(clean, generator) for _ in range(8)]
+        if coef:
+            kls = [s["losses/anchor_kl"].item() for s in stats]
+        ppo.anchor = start
+        ppo.cfg.anchor_states = "greedy"
+        played, _ = ppo.collect(clean, torch.Generator().manual_seed(3))
+        greedy = played.anchor_states.flatten(0, 1)
+        drift[coef] = ppo._anchor_kl(greedy, ppo.net.policy_logits(greedy)).item()
+    assert abs(kls[0]) < 1e-6 < kls[-1]  # the first update starts at the anchor; later ones have left it
+    assert drift[50.0] < 0.5 * drift[0.0]
+    with pytest.raises(R3LError, match="anchor_states: greedy .* anchor_coef: 0"):
+        PPO.check(PPOConfig(anchor_states="greedy"), 8)
+    with pytest.raises(R3LError, match="anchor_states: greedy .* anchor_weight: uniform"):
+        PPO.check(PPOConfig(anchor_states="greedy", anchor_coef=1.0, anchor_weight="error"), 8)
+
+
 def test_plays_that_start_too_far_from_their_target_learn_only_from_the_anchor():
     from r3l.algos.ppo import PPO
     from r3l.errors import R3LError

@@ -102,6 +102,12 @@ class PPOConfig(LRSchedule):
     mean), which frees lightly degraded plays more and holds heavily degraded ones harder; ``not_learning``, only
     the plays that ``learn_max_error`` stops from learning, each alike, so that every play is either learning or
     held."""
+    anchor_states: Literal["update", "greedy"] = "update"
+    """Where the anchor compares the policy with its start: ``update``, on the states of the update (the
+    tempered plays' own); ``greedy``, on the states of the start's greedy play of each crop at the training level
+    (no exploration), so that the policy is held where the start is already the answer and is free on the
+    states that only exploration visits (noisier than the start leaves them). ``greedy`` weighs every pixel
+    agent alike (``anchor_weight: uniform``)."""
     learn_max_error: float | None = None
     """Gray levels (0–255): a play whose starting state is further than this from its target (RMS) gets a zero
     advantage, so its return teaches the policy nothing and only the anchor acts on it; ``None`` lets every play
@@ -190,6 +196,10 @@ class RolloutBuffer:
         self.anchor_weights: torch.Tensor | None = None
         """``(T, B, 1, 1, 1)``: each play's weight in the anchor term (``algo.anchor_weight: error``,
         ``squared_error`` or ``not_learning``); ``None`` for the uniform anchor."""
+        self.anchor_states: torch.Tensor | None = None
+        """``(T, b, C, H, W)``: the start's greedy play of each distinct crop (``algo.anchor_states: greedy``)."""
+        self.anchor_logits: torch.Tensor | None = None
+        """``(T, b, C, A, H, W)``: the start's logits on :attr:`anchor_states`."""
         self.learns: torch.Tensor | None = None
         """``(1, B, 1, 1, 1)``: 1 for the plays whose advantage counts, 0 for those ``ppo.learn_max_error`` stops;
         ``None`` when every play learns."""
@@ -354,6 +364,12 @@ class PPO(Algorithm):
         if cfg.anchor_weight != "uniform" and cfg.anchor_coef == 0:
             raise R3LError(f"{where}.anchor_weight: {cfg.anchor_weight} weighs an anchor that anchor_coef: 0 turns "
                            "off; set anchor_coef above 0")
+        if cfg.anchor_states == "greedy" and cfg.anchor_coef == 0:
+            raise R3LError(f"{where}.anchor_states: greedy places an anchor that anchor_coef: 0 turns off; set "
+                           "anchor_coef above 0")
+        if cfg.anchor_states == "greedy" and cfg.anchor_weight != "uniform":
+            raise R3LError(f"{where}.anchor_states: greedy weighs every pixel agent alike; set anchor_weight: "
+                           "uniform")
         if cfg.anchor_weight == "not_learning" and cfg.learn_max_error is None:
             raise R3LError(f"{where}.anchor_weight: not_learning holds the plays that learn_max_error stops; set "
                            "learn_max_error")
@@ -394,13 +410,19 @@ class PPO(Algorithm):
         passes the network its config starts from, not the one it resumes)."""
         self.anchor = copy.deepcopy(start).requires_grad_(False).eval()
 
-    def _anchor_kl(self, state: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None
-                   ) -> torch.Tensor:
-        """Mean over pixel agents of ``KL(π ‖ π₀)`` between the (untempered) ``logits`` and the anchor's, each
-        play's agents weighted by ``weights`` ``(B, 1, 1, 1)`` when given."""
+    def _anchor_logits(self, state: torch.Tensor) -> torch.Tensor:
+        """The anchor's logits on ``state``, without gradients."""
         with torch.no_grad(), self.precision.autocast():
-            anchored = self.anchor.policy_logits(state) if hasattr(self.anchor, "policy_logits") \
+            return self.anchor.policy_logits(state) if hasattr(self.anchor, "policy_logits") \
                 else self.anchor(state)[0]
+
+    def _anchor_kl(self, state: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None,
+                   anchored: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over pixel agents of ``KL(π ‖ π₀)`` between the (untempered) ``logits`` and the anchor's on
+        ``state`` (or ``anchored``, its logits there when already known), each play's agents weighted by
+        ``weights`` ``(B, 1, 1, 1)`` when given."""
+        if anchored is None:
+            anchored = self._anchor_logits(state)
         logp = F.log_softmax(logits.float(), dim=2)
         kl = (logp.exp() * (logp - F.log_softmax(anchored.float(), dim=2))).sum(2)
         return kl.mean() if weights is None else (kl * weights).mean()
@@ -416,6 +438,17 @@ class PPO(Algorithm):
         if self.world.active:
             total = self.world.sum_(total)
         return error / (total[0] / total[1]).clamp_min(1e-12)
+
+    def _start_greedy_play(self, state: torch.Tensor, buf: RolloutBuffer) -> None:
+        """Play the anchor greedily from ``state``, this rank's distinct start states, and keep its states and
+        logits in ``buf`` for ``algo.anchor_states: greedy``."""
+        states, logits = [], []
+        for _ in range(self.env.steps):
+            anchored = self._anchor_logits(state)
+            states.append(state)
+            logits.append(anchored)
+            state = self.env.transition(state, anchored.float().argmax(dim=2))
+        buf.anchor_states, buf.anchor_logits = torch.stack(states), torch.stack(logits)
 
     def _policy_only(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's logits and zeros for values: the forward pass of a critic-free run."""
@@ -451,6 +484,8 @@ class PPO(Algorithm):
             clean, temperature = clean[shard], temperature[shard]
             episode = Episode(clean, episode.state[shard])
         buf = RolloutBuffer(env.steps, tuple(clean.shape), device)
+        if self.anchor is not None and cfg.anchor_states == "greedy":
+            self._start_greedy_play(episode.state[::group], buf)
         buf.temperatures[:] = temperature.view(1, -1, 1, 1, 1, 1)
         start = episode.state
         if cfg.learn_max_error is not None:
@@ -529,7 +564,15 @@ class PPO(Algorithm):
                 states = take(buf.states)
                 with self.precision.autocast():
                     logits, values = self.forward(states)
-                anchor_kl = None if self.anchor is None else self._anchor_kl(states, logits, take(buf.anchor_weights))
+                if self.anchor is None:
+                    anchor_kl = None
+                elif buf.anchor_states is None:
+                    anchor_kl = self._anchor_kl(states, logits, take(buf.anchor_weights))
+                else:  # every step of the update holds all of the start's greedy states
+                    greedy = buf.anchor_states.flatten(0, 1)
+                    with self.precision.autocast():
+                        greedy_logits = self.forward(greedy)[0]
+                    anchor_kl = self._anchor_kl(greedy, greedy_logits, anchored=buf.anchor_logits.flatten(0, 1))
                 if self.tempered:
                     logits = logits / take(buf.temperatures)
                 parts = self.loss(
