@@ -127,7 +127,7 @@ def test_bad_benchmark_configs(tmp_path, text, message):
 
 @pytest.mark.parametrize("name,methods", [
     ("paper_sigma25", ["R3L", "R3L (tempered)", "R3N", "DnCNN", "IRCNN", "pixelRL", "BM3D", "Noisy"]),
-    ("paper_sigma35", ["R3L", "R3N", "DnCNN", "IRCNN", "BM3D", "Noisy"]),
+    ("paper_sigma35", ["R3L", "R3L (tempered)", "R3N", "DnCNN", "IRCNN", "BM3D", "Noisy"]),
     ("pixelrl_vs_r3l", ["R3L", "pixelRL", "pixelRL published", "BM3D", "Noisy"]),
 ])
 def test_shipped_benchmark_configs_parse(name, methods):

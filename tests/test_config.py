@@ -23,7 +23,8 @@ def test_presets_and_overrides():
                                   "r3l_color_sigma25", "r3l_gray_blind", "r3l_color_blind", "r3l_gray_poisson",
                                   "r3l_gray_spatial", "r3l_gray_mixed", "pixelrl_gray_sigma25",
                                   "pixelrl_gray_salt_pepper", "r3l_gray_sigma25_group", "r3l_gray_sigma35_group",
-                                  "r3l_gray_blind_group", "r3l_gray_sigma25_tempered"])
+                                  "r3l_gray_blind_group", "r3l_gray_sigma25_tempered",
+                                  "r3l_gray_sigma35_tempered"])
 def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert cfg.name == name
